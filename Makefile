@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make audit` and `make test`.
+# Each bootstraps .venv from requirements.txt (one pip invocation) when it is missing
+# or older than the pins.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: audit test lint bench clean
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	touch $(STAMP)
+
+# The stability audit: every subject x dtype x device x check; writes reports/latest/.
+audit: $(STAMP)
+	$(BIN)/python -m pytest tests/audit -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
+
+# Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 --hypothesis-profile=ci $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m reference bench
+	$(BIN)/python -m audit bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
