@@ -1,0 +1,24 @@
+"""Certified mpmath ground truth for binary cross-entropy (DESIGN.md section 3).
+
+Imports only mpmath, numpy and ml_dtypes: never a framework under test.
+"""
+
+from .api import bce, bce_grad, bce_with_logits, bce_with_logits_grad, reduce
+from .engine import ReferenceUncertainError
+from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
+from .vectorized import rounded
+
+__all__ = [
+    "FORMATS",
+    "ReferenceUncertainError",
+    "bce",
+    "bce_grad",
+    "bce_with_logits",
+    "bce_with_logits_grad",
+    "bits_error",
+    "ordinal_distance",
+    "reduce",
+    "round_to",
+    "rounded",
+    "ulp_error",
+]

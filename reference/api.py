@@ -1,0 +1,57 @@
+"""The stable public API of DESIGN.md section 3 (scalar functions and reductions)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import mpmath
+import numpy as np
+
+from . import losses
+from .engine import evaluate
+from .exact import Tuple
+
+
+def _mpf(t: Tuple) -> mpmath.mpf:
+    return mpmath.mpf(t)
+
+
+def bce_with_logits(x: Any, y: Any, weight: Any = 1, pos_weight: Any = 1) -> mpmath.mpf:
+    """w * (p*y*softplus(-x) + (1-y)*softplus(x)), certified (see engine.evaluate)."""
+    return _mpf(losses.value("bce_with_logits", False, x, y, weight, pos_weight))
+
+
+def bce_with_logits_grad(x: Any, y: Any, weight: Any = 1, pos_weight: Any = 1) -> mpmath.mpf:
+    """d/dx of bce_with_logits."""
+    return _mpf(losses.value("bce_with_logits", True, x, y, weight, pos_weight))
+
+
+def bce(q: Any, y: Any, weight: Any = 1) -> mpmath.mpf:
+    """-w * (y*log(q) + (1-y)*log(1-q)), no clamp; NaN outside 0 <= q <= 1."""
+    return _mpf(losses.value("bce", False, q, y, weight))
+
+
+def bce_grad(q: Any, y: Any, weight: Any = 1) -> mpmath.mpf:
+    """d/dq of bce: w*(q-y)/(q*(1-q)) (limits at q = 0 and 1)."""
+    return _mpf(losses.value("bce", True, q, y, weight))
+
+
+def reduce(op: str, reduction: str, inputs: Any, targets: Any, weight: Any = 1,
+           pos_weight: Any = 1, grad: bool = False) -> mpmath.mpf:
+    """Exact `mean` or `sum` of the elementwise terms, certified like a single value.
+
+    Arguments broadcast like numpy. The result rounds correctly (once) in every format.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum'")
+    arrays = np.broadcast_arrays(*(np.asarray(v, dtype=object if isinstance(v, mpmath.mpf)
+                                              else None) for v in
+                                   (inputs, targets, weight, pos_weight)))
+    flat = [a.ravel() for a in arrays]
+    n = flat[0].size
+    if n == 0:
+        raise ValueError("cannot reduce an empty array")
+    forms = [losses.form(op, grad, *(a[i] for a in flat)) for i in range(n)]
+    scale = Fraction(1, n) if reduction == "mean" else Fraction(1)
+    return _mpf(evaluate(losses.sum_forms(forms, scale)))
