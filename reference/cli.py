@@ -104,9 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def attach_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Turn `--input -1e10` into `--input=-1e10`: argparse reads "-1e10" as an option."""
+    takes_value = {s for a in parser._actions if a.nargs is None and a.option_strings
+                   for s in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in takes_value and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(attach_values(sys.argv[1:] if argv is None else argv, parser))
         if args.op == "bench":
             from .bench import run
 
