@@ -1,0 +1,1 @@
+"""Harness: framework subjects, grading, contracts, sweeps, report and CLI of the BCE audit."""
