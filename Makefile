@@ -15,7 +15,7 @@ $(STAMP): requirements.txt
 
 # The stability audit: every subject x dtype x device x check; writes reports/latest/.
 audit: $(STAMP)
-	$(BIN)/python -m pytest tests/audit -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
+	$(BIN)/python -m pytest tests/stability -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
 
 # Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
 test: $(STAMP)

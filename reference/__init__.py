@@ -6,7 +6,7 @@ Imports only mpmath, numpy and ml_dtypes: never a framework under test.
 from .api import bce, bce_grad, bce_with_logits, bce_with_logits_grad, reduce
 from .engine import ReferenceUncertainError
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
-from .vectorized import rounded
+from .vectorized import exact_parts, rounded
 
 __all__ = [
     "FORMATS",
@@ -16,6 +16,7 @@ __all__ = [
     "bce_with_logits",
     "bce_with_logits_grad",
     "bits_error",
+    "exact_parts",
     "ordinal_distance",
     "reduce",
     "round_to",

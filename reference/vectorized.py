@@ -1,4 +1,4 @@
-"""`rounded`: the bulk entry point used by grading (DESIGN.md section 3)."""
+"""Bulk entry points used by grading: `rounded` (DESIGN.md section 3) and `exact_parts`."""
 
 from __future__ import annotations
 
@@ -6,42 +6,59 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from mpmath import libmp
 
 from . import losses
+from .exact import Tuple
 from .formats import get_format, round_to
 
 
-@lru_cache(maxsize=1 << 20)
-def _rounded_point(op: str, grad: bool, x: float, y: float, w: float, p: float,
-                   dtype: str) -> float:
-    return round_to(losses.value(op, grad, x, y, w, p), dtype)
+@lru_cache(maxsize=1 << 21)
+def point(op: str, grad: bool, x: float, y: float, w: float, p: float) -> Tuple:
+    """Certified representative of one point, cached: subjects needing the same exact
+    values (torch vs tf vs keras, values vs reductions) share one evaluation."""
+    return losses.value(op, grad, x, y, w, p)
+
+
+def _points(op: str, input: Any, target: Any, weight: Any, pos_weight: Any, grad: bool
+            ) -> tuple[list[Tuple], tuple[int, ...]]:
+    if op not in losses.OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(losses.OPS)}")
+    arrays = np.broadcast_arrays(*(np.asarray(v) for v in (input, target, weight, pos_weight)))
+    for a in arrays:
+        if a.dtype.kind == "f" and a.dtype.itemsize > 8:
+            raise ValueError("inputs wider than float64 are not supported in bulk")
+    flat = [a.astype(np.float64).ravel().tolist() for a in arrays]
+    reps = [point(op, grad, x, y, w, p) for x, y, w, p in zip(*flat, strict=True)]
+    return reps, arrays[0].shape
 
 
 def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
             pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
     """Elementwise round_to(op(...) or its derivative, dtype) over broadcast arrays.
 
-    Inputs are taken exactly (any float dtype); the result is a float64 array. Results
-    are cached per point, so subjects that need the same exact values share them.
+    Inputs are taken exactly (any float dtype up to float64); float64 array out.
     """
-    get_format(dtype)
-    if op not in losses.OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(losses.OPS)}")
-    arrays = np.broadcast_arrays(*(np.asarray(v) for v in (input, target, weight, pos_weight)))
-    shape = arrays[0].shape
-    flat = [a.astype(np.float64).ravel() if a.dtype != np.float64 else a.ravel()
-            for a in arrays]
-    for a, orig in zip(flat, arrays, strict=True):
-        _check_exact(a, orig)
-    out = np.empty(flat[0].size, dtype=np.float64)
-    for i, (x, y, w, p) in enumerate(zip(*(a.tolist() for a in flat), strict=True)):
-        out[i] = _rounded_point(op, grad, x, y, w, p, dtype)
-    return out.reshape(shape)
+    fmt = get_format(dtype)
+    reps, shape = _points(op, input, target, weight, pos_weight, grad)
+    return np.array([round_to(t, fmt) for t in reps], dtype=np.float64).reshape(shape)
 
 
-def _check_exact(widened: np.ndarray, original: np.ndarray) -> None:
-    """Widening to float64 must be exact (it is for every format narrower than float64)."""
-    if original.dtype.kind == "f" and original.dtype.itemsize > 8:
-        back = widened.astype(original.dtype)
-        if not np.array_equal(back, original, equal_nan=True):
-            raise ValueError("inputs wider than float64 are not supported by rounded()")
+def exact_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
+                grad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The exact values as double-double (hi, lo): hi = float64 rounding, lo = the rest.
+
+    Enough to measure ulp error in every format with vectorized float64 arithmetic.
+    hi is +-inf beyond float64's range (lo then 0); NaN stays NaN.
+    """
+    reps, shape = _points(op, input, target, weight, pos_weight, grad)
+    hi = np.empty(len(reps))
+    lo = np.empty(len(reps))
+    for i, t in enumerate(reps):
+        h = round_to(t, "float64")
+        hi[i] = h
+        if np.isfinite(h) and h != 0.0:
+            lo[i] = libmp.to_float(libmp.mpf_sub(t, libmp.from_float(h), 60))
+        else:
+            lo[i] = 0.0
+    return hi.reshape(shape), lo.reshape(shape)

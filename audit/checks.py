@@ -1,0 +1,181 @@
+"""Audit checks: deterministic point sets per (subject, check, dtype, device, reduction),
+evaluated in one framework call per batch, graded against the reference, summarized
+into a DESIGN.md section 8 record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import reference
+from audit import regions
+from audit.grading import SEVERITY, Graded, grade
+from audit.subjects import Subject
+
+# check name -> (quantity, needs weights, reductions it runs under)
+CHECKS: dict[str, tuple[str, bool]] = {
+    "values": ("loss", False),
+    "grads": ("grad", False),
+    "weighted": ("loss", True),
+    "weighted_grads": ("grad", True),
+    "reduced": ("loss", False),
+}
+PAD = 64  # batches are padded to a multiple of this so every point takes the vector path
+REDUCED_BATCHES = 96
+REDUCED_SIZE = 7
+
+
+@dataclass(frozen=True)
+class Case:
+    """One audit test: a subject's check in one dtype, device and reduction."""
+
+    subject: str
+    check: str
+    dtype: str
+    device: str
+    reduction: str = "none"
+
+    @property
+    def quantity(self) -> str:
+        return CHECKS[self.check][0]
+
+    @property
+    def id(self) -> str:
+        red = "" if self.reduction == "none" else f" reduction={self.reduction}"
+        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}"
+
+
+@dataclass
+class Outcome:
+    """Everything measured for one case (nothing is dropped, even on failure)."""
+
+    case: Case
+    points: dict[str, np.ndarray]
+    observed: np.ndarray
+    expected: np.ndarray
+    exact: tuple[np.ndarray, np.ndarray]
+    graded: Graded
+    errors: dict[int, str] = field(default_factory=dict)
+    mode: str = "grid"
+    op: str = "bce_with_logits"
+
+
+def point_set(subject: Subject, check: str, dtype: str) -> tuple[dict[str, np.ndarray], str]:
+    """The fixed inputs of a check, as float64 arrays exact in the dtype, and the mode."""
+    logits = subject.reference_op == "bce_with_logits"
+    mode = "grid"
+    inputs = regions.logit_grid(dtype) if logits else regions.probability_grid(dtype)
+    targets = np.concatenate([regions.hard_targets(), regions.soft_targets(dtype)])
+    if CHECKS[check][1]:
+        inputs = inputs[:: max(1, inputs.size // 80)]
+        w = regions.weight_grid(dtype) if subject.weight else np.array([1.0])
+        p = regions.weight_grid(dtype) if subject.pos_weight and logits else np.array([1.0])
+        x, y, w, p = regions.cross(inputs, np.array([0.0, 0.5, 1.0]), w, p)
+    else:
+        x, y = regions.cross(inputs, targets)
+        w, p = np.ones_like(x), np.ones_like(x)
+    return {"x": x, "y": y, "w": w, "p": p}, mode
+
+
+def _padded(a: np.ndarray) -> np.ndarray:
+    extra = (-a.size) % PAD
+    return np.concatenate([a, np.repeat(a[:1], extra)]) if extra else a
+
+
+def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
+                  reduction: str = "none") -> tuple[np.ndarray, dict[int, str]]:
+    """Observed values; a batch that raises is split until the raising points are
+    isolated (torch's BCELoss rejects a whole batch for one bad point)."""
+    n = pts["x"].size
+    observed = np.full(n, np.nan)
+    errors: dict[int, str] = {}
+    use_w = CHECKS[case.check][1] and subject.weight
+    use_p = CHECKS[case.check][1] and subject.pos_weight
+
+    def call(idx: np.ndarray) -> None:
+        kw = {"weight": _padded(pts["w"][idx]) if use_w else None,
+              "pos_weight": _padded(pts["p"][idx]) if use_p else None}
+        try:
+            out = subject.evaluate(case.dtype, case.device, _padded(pts["x"][idx]),
+                                   _padded(pts["y"][idx]), reduction=reduction,
+                                   grad=case.quantity == "grad", **kw)
+            observed[idx] = np.asarray(out, dtype=np.float64)[: idx.size]
+        except Exception as e:  # a framework error is a finding, never a crash
+            if idx.size == 1:
+                errors[int(idx[0])] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            else:
+                half = idx.size // 2
+                call(idx[:half])
+                call(idx[half:])
+
+    call(np.arange(n))
+    return observed, errors
+
+
+def reference_values(op: str, dtype: str, pts: dict[str, np.ndarray], grad: bool
+                     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    args = (pts["x"], pts["y"])
+    kw = {"weight": pts["w"], "pos_weight": pts["p"], "grad": grad}
+    expected = reference.rounded(op, dtype, *args, **kw)
+    return expected, reference.exact_parts(op, *args, **kw)
+
+
+def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
+    """Evaluate and grade one elementwise case (reduction "none")."""
+    pts, mode = point_set(subject, case.check, case.dtype)
+    observed, errors = run_framework(subject, case, pts)
+    expected, parts = reference_values(subject.reference_op, case.dtype, pts,
+                                       case.quantity == "grad")
+    graded = grade(observed, expected, *parts, case.dtype, budget)
+    for i in errors:
+        graded.status[i] = "error"
+        graded.ulp[i] = math.inf
+    return Outcome(case, pts, observed, expected, parts, graded, errors, mode,
+                   subject.reference_op)
+
+
+def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:
+    """Reductions: fixed random batches of grid points, each graded as one value."""
+    pts, _ = point_set(subject, "values", case.dtype)
+    rng = np.random.default_rng(20261123)
+    n = pts["x"].size
+    picks = [rng.choice(n, REDUCED_SIZE, replace=False) for _ in range(REDUCED_BATCHES)]
+    observed = np.full(REDUCED_BATCHES, np.nan)
+    errors: dict[int, str] = {}
+    expected = np.empty(REDUCED_BATCHES)
+    hi, lo = np.empty(REDUCED_BATCHES), np.empty(REDUCED_BATCHES)
+    red = "mean" if case.reduction == "keras_default" else case.reduction
+    for b, idx in enumerate(picks):
+        try:
+            out = subject.evaluate(case.dtype, case.device, pts["x"][idx], pts["y"][idx],
+                                   reduction=case.reduction)
+            observed[b] = float(np.asarray(out))
+        except Exception as e:
+            errors[b] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        exact = reference.reduce(subject.reference_op, red, pts["x"][idx], pts["y"][idx])
+        expected[b] = reference.round_to(exact, case.dtype)
+        hi[b] = reference.round_to(exact, "float64")
+        lo[b] = float(exact - hi[b]) if math.isfinite(hi[b]) else 0.0
+    graded = grade(observed, expected, hi, lo, case.dtype, budget)
+    for i in errors:
+        graded.status[i] = "error"
+        graded.ulp[i] = math.inf
+    # a batch is reported by its first point; the record keeps every member
+    batch_pts = {k: np.array([v[idx[0]] for idx in picks]) for k, v in pts.items()}
+    batch_pts["members"] = np.array([",".join(repr(float(v)) for v in pts["x"][idx])
+                                     for idx in picks], dtype=object)
+    batch_pts["member_targets"] = np.array([",".join(repr(float(v)) for v in pts["y"][idx])
+                                            for idx in picks], dtype=object)
+    return Outcome(case, batch_pts, observed, expected, (hi, lo), graded, errors, "sampled",
+                   subject.reference_op)
+
+
+def worst_index(graded: Graded) -> int:
+    """The worst point: most severe status first, then largest ulp error."""
+    sev = np.array([SEVERITY[s] for s in graded.status])
+    ulp = np.where(np.isnan(graded.ulp), np.inf, graded.ulp)
+    order = np.lexsort((-ulp, sev))
+    return int(order[0])

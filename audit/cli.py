@@ -1,0 +1,185 @@
+"""`python -m audit` (DESIGN.md section 7): subjects, probe, and the other tools' entry.
+
+User mistakes (unknown subject, bad dtype, unparsable number, bad option) are one line
+on stderr and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import numpy as np
+
+from audit import frameworks
+from audit.dtypes import DTYPES, ulp_budget
+from audit.results import to_json_value
+from reference.cli import UsageError, attach_values, parse_number
+
+COMMANDS = ("subjects", "probe", "sweep", "merge", "bench", "compare")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def _subject(name: str):
+    from audit import subjects
+
+    try:
+        return subjects.get(name)
+    except KeyError as e:
+        raise UsageError(str(e.args[0]) if e.args else f"unknown subject {name!r}") from None
+
+
+def cmd_subjects(_argv: list[str]) -> int:
+    """List subjects with their dtypes and the devices usable here."""
+    from audit import subjects
+
+    devices = frameworks.devices_available()
+    print("devices: " + ", ".join(f"{d} ({'available' if r is None else r})"
+                                  for d, r in devices.items()))
+    for s in subjects.SUBJECTS.values():
+        missing = frameworks.available(s.framework)
+        state = "available" if missing is None else f"skipped: {missing}"
+        extras = [a for a, ok in (("weight", s.weight), ("pos_weight", s.pos_weight)) if ok]
+        print(f"{s.name:22s} {s.api}\n{'':22s} dtypes={','.join(s.dtypes)} "
+              f"reductions={','.join(s.reductions)} args={','.join(extras) or '-'} [{state}]")
+    return 0
+
+
+def _probe_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m audit probe")
+    p.add_argument("subject")
+    p.add_argument("--dtype", required=True)
+    p.add_argument("--input", required=True, help="a number, or a comma list with --reduction")
+    p.add_argument("--target", required=True)
+    p.add_argument("--weight", default="1")
+    p.add_argument("--pos-weight", default="1")
+    p.add_argument("--grad", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reduction", default="none", choices=("none", "mean", "sum",
+                                                          "keras_default"))
+    p.add_argument("--max-ulp", type=float, default=None)
+    return p
+
+
+def _numbers(text: str, dtype: str) -> np.ndarray:
+    return np.array([parse_number(t, dtype) for t in text.split(",")], dtype=np.float64)
+
+
+def cmd_probe(argv: list[str]) -> int:
+    """Evaluate one point (or one batch with --reduction) and grade it, as JSON."""
+    from audit.checks import PAD
+    from audit.grading import grade
+    from reference.cli import exact_decimal
+
+    parser = _probe_parser()
+    args = parser.parse_args(attach_values(argv, parser))
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
+    if args.device not in frameworks.DEVICES:
+        raise UsageError(f"unknown device {args.device!r}; expected one of "
+                         f"{', '.join(frameworks.DEVICES)}")
+    subject = _subject(args.subject)
+    xs, ys = _numbers(args.input, args.dtype), _numbers(args.target, args.dtype)
+    w, p = parse_number(args.weight, args.dtype), parse_number(args.pos_weight, args.dtype)
+    if args.reduction == "none" and (xs.size != 1 or ys.size != 1):
+        raise UsageError("--input and --target take one number each (lists need --reduction)")
+    if args.reduction != "none" and args.grad:
+        raise UsageError("--grad is graded elementwise; use it without --reduction")
+    if xs.size != ys.size and ys.size != 1:
+        raise UsageError("--input and --target lists must have the same length")
+    ys = np.broadcast_to(ys, xs.shape).copy()
+    reason = subject.skip_reason(args.dtype, args.device, weight=w != 1.0,
+                                 pos_weight=p != 1.0, reduction=args.reduction)
+    if reason is not None:
+        raise UsageError(f"{subject.name} cannot run here: {reason}")
+    observed, error = _observe(subject, args, xs, ys, w, p, PAD)
+    t = _reference(subject.reference_op, args, xs, ys, w, p)
+    hi, lo, expected = _parts(t, args.dtype)
+    budget = args.max_ulp if args.max_ulp is not None else ulp_budget(args.dtype)
+    g = grade(None if error else np.array([observed]), np.array([expected]), np.array([hi]),
+              np.array([lo]), args.dtype, budget)
+    result = {
+        "subject": subject.name, "dtype": args.dtype, "device": args.device,
+        "quantity": "grad" if args.grad else "loss", "reduction": args.reduction,
+        "input": to_json_value(float(xs[0])) if xs.size == 1 else [to_json_value(v) for v in xs],
+        "target": to_json_value(float(ys[0])) if ys.size == 1 else [to_json_value(v) for v in ys],
+        "weight": to_json_value(w), "pos_weight": to_json_value(p),
+        "observed": None if error else to_json_value(observed),
+        "expected": to_json_value(expected), "exact": exact_decimal(t),
+        "ulp": to_json_value(float(g.ulp[0])),
+        "ordinal": None if g.ordinal[0] < 0 else int(g.ordinal[0]),
+        "bits": float(g.bits[0]), "status": str(g.status[0]), "error": error,
+        "observed_hex": None if error or not math.isfinite(observed) else observed.hex(),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def _observe(subject, args, xs, ys, w, p, pad):
+    """Observed value; the point is repeated to a full vector batch like the audit's."""
+    kw = {"weight": None if w == 1.0 else np.full(xs.size if args.reduction != "none" else pad, w),
+          "pos_weight": None if p == 1.0 else np.full(
+              xs.size if args.reduction != "none" else pad, p)}
+    try:
+        if args.reduction == "none":
+            out = subject.evaluate(args.dtype, args.device, np.repeat(xs, pad),
+                                   np.repeat(ys, pad), grad=args.grad, **kw)
+            return float(np.asarray(out)[0]), None
+        out = subject.evaluate(args.dtype, args.device, xs, ys, reduction=args.reduction, **kw)
+        return float(np.asarray(out)), None
+    except Exception as e:  # the framework raised: that is the finding
+        return math.nan, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+
+
+def _reference(op, args, xs, ys, w, p):
+    import reference
+
+    if args.reduction == "none":
+        t = reference.vectorized.point(op, args.grad, float(xs[0]), float(ys[0]), w, p)
+    else:
+        red = "mean" if args.reduction == "keras_default" else args.reduction
+        t = reference.reduce(op, red, xs, ys, weight=w, pos_weight=p)._mpf_
+    return t
+
+
+def _parts(t, dtype):
+    """(hi, lo, rounded) of an exact tuple: the double-double grading works on."""
+    from mpmath import libmp
+
+    import reference
+
+    hi = reference.round_to(t, "float64")
+    lo = libmp.to_float(libmp.mpf_sub(t, libmp.from_float(hi), 60)) if math.isfinite(hi) \
+        and hi != 0 else 0.0
+    return hi, lo, reference.round_to(t, dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print("usage: python -m audit {" + ",".join(COMMANDS) + "} ...")
+            return 0 if argv else 2
+        command, rest = argv[0], argv[1:]
+        if command == "subjects":
+            return cmd_subjects(rest)
+        if command == "probe":
+            return cmd_probe(rest)
+        if command == "compare":
+            from audit import compare
+
+            return compare.main(rest)
+        if command in ("sweep", "merge", "bench"):
+            from audit import tools
+
+            return getattr(tools, f"cmd_{command}")(rest)
+        raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

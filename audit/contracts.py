@@ -1,0 +1,188 @@
+"""Known framework deviations, declared as data (audit/contracts.toml), judged strictly.
+
+A contract says: for these subjects / checks / dtypes / devices / reductions, points in
+this region show this status, because <reason> (<link>). Judging a check on its fixed
+inputs:
+- a non-ok point that no contract explains is a new finding: the test fails;
+- a contract that explains no point of a check it applies to no longer holds (the
+  framework changed, or the contract was wrong): the test fails too.
+Regions are small boolean expressions over the point, e.g.
+`x > sigmoid_saturates and y == 1`, with names x (input), y (target), w, p, the dtype
+thresholds of audit.regions, `max` (largest finite) and `tiny` (smallest subnormal).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+
+import numpy as np
+
+from audit.regions import thresholds
+from reference.formats import get_format
+
+CONTRACTS_FILE = Path(__file__).with_name("contracts.toml")
+
+
+@dataclass(frozen=True)
+class Contract:
+    id: str
+    subjects: tuple[str, ...]
+    checks: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    status: tuple[str, ...]
+    region: str
+    reason: str
+    devices: tuple[str, ...] = ("*",)
+    reductions: tuple[str, ...] = ("*",)
+    link: str | None = None
+    _tree: ast.Expression = field(default=None, repr=False, compare=False)  # type: ignore
+
+    def applies(self, subject: str, check: str, dtype: str, device: str, reduction: str
+                ) -> bool:
+        def any_match(value: str, patterns: Iterable[str]) -> bool:
+            return any(fnmatch(value, p) for p in patterns)
+        return (any_match(subject, self.subjects) and any_match(check, self.checks)
+                and any_match(dtype, self.dtypes) and any_match(device, self.devices)
+                and any_match(reduction, self.reductions))
+
+    def contains(self, points: dict[str, np.ndarray], dtype: str) -> np.ndarray:
+        """Boolean mask of the points inside the region."""
+        names = _names(dtype) | points
+        out = _Evaluator(names).visit(self._tree.body)
+        return np.broadcast_to(np.asarray(out, dtype=bool), points["x"].shape)
+
+    def as_record(self) -> dict:
+        return {"id": self.id, "status": "|".join(self.status), "region": self.region,
+                "reason": self.reason, "link": self.link}
+
+
+def _names(dtype: str) -> dict[str, float]:
+    fmt = get_format(dtype)
+    t = thresholds(dtype)
+    return {**vars(t), "max": fmt.max_finite, "tiny": math.ldexp(1.0, fmt.quantum_exp),
+            "inf": math.inf}
+
+
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+           ast.Div: operator.truediv}
+_CMPS = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+         ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne}
+
+
+class _Evaluator(ast.NodeVisitor):
+    """Evaluates the tiny region language on numpy arrays; anything else is rejected."""
+
+    def __init__(self, names: dict) -> None:
+        self.names = names
+
+    def generic_visit(self, node: ast.AST):
+        raise ValueError(f"unsupported syntax in region: {ast.dump(node)}")
+
+    def visit_BoolOp(self, node: ast.BoolOp):
+        values = [np.asarray(self.visit(v), dtype=bool) for v in node.values]
+        combine = np.logical_and if isinstance(node.op, ast.And) else np.logical_or
+        out = values[0]
+        for v in values[1:]:
+            out = combine(out, v)
+        return out
+
+    def visit_UnaryOp(self, node: ast.UnaryOp):
+        v = self.visit(node.operand)
+        if isinstance(node.op, ast.Not):
+            return np.logical_not(v)
+        if isinstance(node.op, ast.USub):
+            return -v
+        raise ValueError("unsupported unary operator in region")
+
+    def visit_BinOp(self, node: ast.BinOp):
+        return _BINOPS[type(node.op)](self.visit(node.left), self.visit(node.right))
+
+    def visit_Compare(self, node: ast.Compare):
+        left = self.visit(node.left)
+        out = True
+        for op, comp in zip(node.ops, node.comparators, strict=True):
+            right = self.visit(comp)
+            out = np.logical_and(out, _CMPS[type(op)](left, right))
+            left = right
+        return out
+
+    def visit_Call(self, node: ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id in ("abs", "isnan", "isinf"):
+            fn = {"abs": np.abs, "isnan": np.isnan, "isinf": np.isinf}[node.func.id]
+            return fn(self.visit(node.args[0]))
+        raise ValueError("only abs(), isnan(), isinf() may be called in a region")
+
+    def visit_Name(self, node: ast.Name):
+        try:
+            return self.names[node.id]
+        except KeyError:
+            raise ValueError(f"unknown name {node.id!r} in region") from None
+
+    def visit_Constant(self, node: ast.Constant):
+        if isinstance(node.value, (int, float)):
+            return float(node.value)
+        raise ValueError("only numbers may appear as constants in a region")
+
+
+def _tuple(v: str | list[str]) -> tuple[str, ...]:
+    return (v,) if isinstance(v, str) else tuple(v)
+
+
+def load(path: Path = CONTRACTS_FILE) -> list[Contract]:
+    """Parse and validate the contracts file (a bad entry is an error, never ignored)."""
+    data = tomllib.loads(path.read_text())
+    out = []
+    seen = set()
+    for entry in data.get("contract", []):
+        cid = entry["id"]
+        if cid in seen:
+            raise ValueError(f"duplicate contract id {cid!r}")
+        seen.add(cid)
+        tree = ast.parse(entry["region"], mode="eval")
+        c = Contract(id=cid, subjects=_tuple(entry["subjects"]), checks=_tuple(entry["checks"]),
+                     dtypes=_tuple(entry["dtypes"]), status=_tuple(entry["status"]),
+                     region=entry["region"], reason=entry["reason"],
+                     devices=_tuple(entry.get("devices", "*")),
+                     reductions=_tuple(entry.get("reductions", "*")),
+                     link=entry.get("link"), _tree=tree)
+        c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
+                   "float32")  # validates the expression now, not mid-run
+        out.append(c)
+    return out
+
+
+@dataclass
+class Verdict:
+    """Outcome of judging one check's points against the contracts."""
+
+    unexplained: np.ndarray                 # mask of non-ok points no contract covers
+    matched: list[Contract]                 # contracts that explained >= 1 point
+    unobserved: list[Contract]              # applicable contracts that explained none
+    explained_by: np.ndarray                # per point: contract id or ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.unexplained.any() and not self.unobserved
+
+
+def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Contract],
+          dtype: str, strict: bool = True) -> Verdict:
+    """Match non-ok points to contracts. `strict`: unobserved contracts are failures
+    (only on deterministic inputs; Hypothesis draws are judged with strict=False)."""
+    bad = status != "ok"
+    explained_by = np.full(status.shape, "", dtype=object)
+    matched, unobserved = [], []
+    for c in applicable:
+        hit = bad & (explained_by == "") & c.contains(points, dtype) & \
+            np.isin(status, list(c.status))
+        explained_by[hit] = c.id
+        (matched if hit.any() else unobserved).append(c)
+    return Verdict(bad & (explained_by == ""), matched, unobserved if strict else [],
+                   explained_by)

@@ -1,0 +1,124 @@
+"""Grading: every observed point gets one status (DESIGN.md section 5), ulp and ordinal.
+
+Vectorized numpy over a batch. The exact value arrives as a double-double (hi, lo)
+from the reference and the correctly rounded `expected` value in the dtype, so the
+ulp error is measured against the exact value, not against its rounding.
+Ordinal distances are computed on sign-magnitude bit patterns in uint64: no int
+overflow at +-max and no NaN surprise (numpy.testing's nulp_diff pitfalls).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reference.formats import get_format
+
+# Severity order = the order statuses are checked in (DESIGN.md section 5).
+STATUSES: tuple[str, ...] = (
+    "error", "spurious_nan", "spurious_inf", "missing_inf", "wrong_sign", "spurious_zero",
+    "inaccurate", "ok",
+)
+SEVERITY = {s: i for i, s in enumerate(STATUSES)}  # lower = worse
+
+
+@dataclass
+class Graded:
+    """Per-point grading of one batch (all arrays have the batch's length)."""
+
+    status: np.ndarray    # object array of status names
+    ulp: np.ndarray       # float64, inf for class mismatches
+    ordinal: np.ndarray   # float64 (exact integers up to 2**53; -1 = undefined, NaN)
+    bits: np.ndarray      # float64
+
+
+def ulp_exponent(hi: np.ndarray, dtype: str) -> np.ndarray:
+    """Exponent of the dtype spacing at |exact| (subnormal spacing below the normal range)."""
+    fmt = get_format(dtype)
+    with np.errstate(invalid="ignore"):
+        _, e = np.frexp(np.where(np.isfinite(hi), hi, 0.0))
+    e = e.astype(np.int64) - 1  # |hi| in [2**e, 2**(e+1))
+    e = np.where(hi == 0, fmt.emin, e)
+    return np.maximum(e - fmt.precision + 1, fmt.quantum_exp)
+
+
+def ulp_errors(observed: np.ndarray, expected: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+               dtype: str) -> np.ndarray:
+    """|observed - exact| / ulp(exact), with DESIGN.md's rules for inf and NaN."""
+    o = np.asarray(observed, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs((o - hi) - lo)
+        err = np.ldexp(diff, -ulp_exponent(hi, dtype))
+    o_nan, v_nan = np.isnan(o), np.isnan(expected)
+    err = np.where(o_nan | v_nan, np.where(o_nan & v_nan, 0.0, np.inf), err)
+    inf_case = ~(o_nan | v_nan) & (np.isinf(o) | np.isinf(expected))
+    err = np.where(inf_case, np.where(o == expected, 0.0, np.inf), err)
+    # o exactly equal to the exact value (e.g. exact zeros): 0 even when lo underflowed
+    return np.where(~inf_case & ~(o_nan | v_nan) & (o == hi) & (lo == 0), 0.0, err)
+
+
+def _order_index(values: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(negative?, magnitude index) of dtype values; inf is max + 1, +-0 is 0."""
+    fmt = get_format(dtype)
+    v = np.asarray(values, dtype=np.float64)
+    neg = np.signbit(v)
+    a = np.abs(v)
+    if dtype == "float64":
+        mag = a.view(np.uint64).astype(np.uint64)
+    else:
+        # exact for members of the dtype: bits of |v| in a format with the same precision
+        e = np.zeros(a.shape, dtype=np.int64)
+        finite = np.isfinite(a) & (a > 0)
+        _, ex = np.frexp(np.where(finite, a, 1.0))
+        e = np.where(finite, ex.astype(np.int64) - 1, 0)
+        sub = finite & (e < fmt.emin)
+        step = np.where(sub, fmt.quantum_exp, e - fmt.precision + 1)
+        man = np.where(finite, np.ldexp(a, -step), 0.0).astype(np.uint64)
+        half = np.uint64(1 << (fmt.precision - 1))
+        biased = np.where(sub, 0, e - fmt.emin + 1).astype(np.uint64)
+        mag = np.where(sub, man, biased * half + (man - half))
+        mag = np.where(np.isinf(a), np.uint64(fmt.positive_count + 1), mag)
+        mag = np.where(a == 0, np.uint64(0), mag).astype(np.uint64)
+    return neg & (mag > 0), mag
+
+
+def ordinal_distances(observed: np.ndarray, expected: np.ndarray, dtype: str) -> np.ndarray:
+    """Values of the dtype between observed and expected; -1 where exactly one is NaN."""
+    o = np.asarray(observed, dtype=np.float64)
+    x = np.asarray(expected, dtype=np.float64)
+    o_nan, x_nan = np.isnan(o), np.isnan(x)
+    on, om = _order_index(np.where(o_nan, 0.0, o), dtype)
+    xn, xm = _order_index(np.where(x_nan, 0.0, x), dtype)
+    same = on == xn
+    d = np.where(same, np.where(om > xm, om - xm, xm - om), om + xm)  # uint64: no overflow
+    d = d.astype(np.float64)
+    return np.where(o_nan | x_nan, np.where(o_nan & x_nan, 0.0, -1.0), d)
+
+
+def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+          dtype: str, budget: float) -> Graded:
+    """Status per point, checked in DESIGN.md order. observed None = the framework raised."""
+    n = len(expected)
+    if observed is None:
+        status = np.full(n, "error", dtype=object)
+        inf = np.full(n, np.inf)
+        return Graded(status, inf, np.full(n, -1.0), np.full(n, float(get_format(dtype).width)))
+    o = np.asarray(observed, dtype=np.float64)
+    x = np.asarray(expected, dtype=np.float64)
+    ulp = ulp_errors(o, x, hi, lo, dtype)
+    ordinal = ordinal_distances(o, x, dtype)
+    width = float(get_format(dtype).width)
+    bits = np.where(ordinal < 0, width, np.log2(1.0 + np.maximum(ordinal, 0.0)))
+    o_nan, x_nan = np.isnan(o), np.isnan(x)
+    o_inf, x_inf = np.isinf(o), np.isinf(x)
+    conditions = [
+        o_nan & ~x_nan,
+        o_inf & ~x_inf & ~x_nan,
+        ~o_inf & ~o_nan & x_inf,
+        (o != 0) & (x != 0) & ~o_nan & ~x_nan & (np.signbit(o) != np.signbit(x)),
+        (o == 0) & (x != 0) & ~x_nan,
+        ulp > budget,
+    ]
+    status = np.select(conditions, STATUSES[1:7], default="ok").astype(object)
+    return Graded(status, ulp, ordinal, bits)

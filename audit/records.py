@@ -1,0 +1,127 @@
+"""Build the DESIGN.md section 8 record of a graded case (counts, ulps, worst, repro)."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+import numpy as np
+
+from audit.checks import Outcome, worst_index
+from audit.contracts import Verdict
+from audit.results import to_json_value
+from reference.cli import exact_decimal
+from reference.vectorized import point
+
+MAX_PLOT_POINTS = 2000
+
+
+def number_arg(v: float) -> str:
+    """A CLI argument that reproduces the value bit for bit (hex for finite values)."""
+    if math.isnan(v):
+        return "nan"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(v).hex()
+
+
+def repro_command(subject: str, dtype: str, device: str, x: float, y: float, w: float = 1.0,
+                  p: float = 1.0, grad: bool = False, reduction: str = "none",
+                  members: tuple[str, str] | None = None) -> str:
+    """The one-line `python -m audit probe ...` that shows the same numbers."""
+    if members is not None:
+        xs = ",".join(number_arg(float(v)) for v in members[0].split(","))
+        ys = ",".join(number_arg(float(v)) for v in members[1].split(","))
+    else:
+        xs, ys = number_arg(x), number_arg(y)
+    parts = ["python", "-m", "audit", "probe", subject, "--dtype", dtype, "--input", xs,
+             "--target", ys]
+    if w != 1.0:
+        parts += ["--weight", number_arg(w)]
+    if p != 1.0:
+        parts += ["--pos-weight", number_arg(p)]
+    if grad:
+        parts.append("--grad")
+    if reduction != "none":
+        parts += ["--reduction", reduction]
+    parts += ["--device", device]
+    return shlex.join(parts)
+
+
+def exact_string(hi: float, lo: float) -> str:
+    """Decimal of hi + lo to 30+ significant digits (the certified double-double)."""
+    if not math.isfinite(hi):
+        return to_json_value(hi)
+    import mpmath
+
+    with mpmath.workprec(200):
+        v = mpmath.mpf(hi) + mpmath.mpf(lo)
+        return mpmath.nstr(v, 34, strip_zeros=False) if v else "0"
+
+
+def _plot_points(out: Outcome) -> list[list]:
+    """<= MAX_PLOT_POINTS rows [input, target, ulp, status]: every failing point first
+    (up to the cap), then an even sample of the rest."""
+    status = out.graded.status
+    bad = np.flatnonzero(status != "ok")
+    good = np.flatnonzero(status == "ok")
+    keep = bad[:: max(1, math.ceil(bad.size / (MAX_PLOT_POINTS // 2)))]
+    room = MAX_PLOT_POINTS - keep.size
+    keep = np.concatenate([keep, good[:: max(1, math.ceil(good.size / max(room, 1)))]])
+    x, y, u = out.points["x"], out.points["y"], out.graded.ulp
+    return [[to_json_value(float(x[i])), to_json_value(float(y[i])),
+             to_json_value(float(u[i])), str(status[i])] for i in np.sort(keep)]
+
+
+def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: str) -> dict:
+    """One results.json record for a case."""
+    case, g = out.case, out.graded
+    statuses, counts = np.unique(g.status.astype(str), return_counts=True)
+    ulp = g.ulp
+    finite_ulp = np.where(np.isnan(ulp), np.inf, ulp)
+    i = worst_index(g)
+    pts = out.points
+    x, y, w, p = (float(pts[k][i]) for k in ("x", "y", "w", "p"))
+    members = (pts["members"][i], pts["member_targets"][i]) if "members" in pts else None
+    hi, lo = float(out.exact[0][i]), float(out.exact[1][i])
+    observed = None if i in out.errors else float(out.observed[i])
+    worst = {
+        "input": to_json_value(x), "target": to_json_value(y), "weight": to_json_value(w),
+        "pos_weight": to_json_value(p), "input_hex": number_arg(x), "target_hex": number_arg(y),
+        "observed": None if observed is None else to_json_value(observed),
+        "expected": to_json_value(float(out.expected[i])),
+        "exact": exact_string(hi, lo) if members is not None else
+        exact_reference(out.op, x, y, w, p, case.quantity == "grad"),
+        "ulp": to_json_value(float(ulp[i])),
+        "ordinal": None if g.ordinal[i] < 0 else int(g.ordinal[i]),
+        "status": str(g.status[i]), "error": out.errors.get(i),
+        "repro": repro_command(case.subject, case.dtype, case.device, x, y, w, p,
+                               case.quantity == "grad", case.reduction, members),
+    }
+    if members is not None:
+        worst["batch_inputs"], worst["batch_targets"] = members
+    contract = None
+    if verdict is not None and verdict.matched:
+        by_id = {c.id: c for c in verdict.matched}
+        contract = by_id.get(verdict.explained_by[i]) or verdict.matched[0]
+        contract = contract.as_record()
+    correct = (out.observed == out.expected) | (np.isnan(out.observed) & np.isnan(out.expected))
+    return {
+        "subject": case.subject, "check": case.check, "quantity": case.quantity,
+        "dtype": case.dtype, "device": case.device, "reduction": case.reduction,
+        "mode": out.mode, "test_id": test_id, "outcome": outcome,
+        "n": int(g.status.size),
+        "counts": {str(s): int(c) for s, c in zip(statuses, counts, strict=True)},
+        "max_ulp": to_json_value(float(np.max(finite_ulp))),
+        "p99_ulp": to_json_value(float(np.percentile(finite_ulp, 99, method="higher"))),
+        "max_bits": float(np.max(g.bits)),
+        "correctly_rounded": float(np.mean(correct)),
+        "worst": worst,
+        "contract": contract,
+        "points": _plot_points(out),
+    }
+
+
+def exact_reference(op: str, x: float, y: float, w: float, p: float, grad: bool) -> str:
+    """Exact decimal (40 digits) of one reference point (cached evaluation)."""
+    return exact_decimal(point(op, grad, x, y, w, p))
