@@ -101,7 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.audit_collector = Collector(run_dir, worker)  # type: ignore[attr-defined]
 
 
-def pytest_configure_node(node) -> None:  # noqa: ANN001  (xdist hook)
+def pytest_configure_node(node) -> None:
     node.workerinput["audit_run_dir"] = str(node.config.audit_run_dir)
 
 
@@ -127,7 +127,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\naudit: report failed: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     path = getattr(config, "audit_report", None)
     if path is not None:
         terminalreporter.write_line(f"audit report: {path}")

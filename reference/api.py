@@ -14,7 +14,9 @@ from .exact import Tuple
 
 
 def _mpf(t: Tuple) -> mpmath.mpf:
-    return mpmath.mpf(t)
+    """An mpf holding the tuple exactly: mpmath.mpf(t) would round to the context's
+    53 bits and throw away the certified bits and the sticky tail."""
+    return mpmath.mp.make_mpf(t)
 
 
 def bce_with_logits(x: Any, y: Any, weight: Any = 1, pos_weight: Any = 1) -> mpmath.mpf:

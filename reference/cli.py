@@ -63,7 +63,7 @@ def json_number(x: float) -> float | str:
 
 def exact_decimal(t: tuple, digits: int = 40) -> str:
     """Decimal string of an exact value with `digits` significant digits."""
-    v = mpmath.mpf(t)
+    v = mpmath.mp.make_mpf(t)  # exact: mpmath.mpf(t) would round to 53 bits
     if mpmath.isnan(v):
         return "nan"
     if mpmath.isinf(v):

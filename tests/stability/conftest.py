@@ -29,7 +29,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def audit(pytestconfig: pytest.Config):  # noqa: ANN201
+def audit(pytestconfig: pytest.Config):
     """The run's options, contracts and result collector."""
     opts = pytestconfig.audit  # type: ignore[attr-defined]
 

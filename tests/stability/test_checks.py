@@ -26,7 +26,7 @@ def _skip_reason(subject: subjects.Subject, case: Case) -> str | None:
                                pos_weight=weighted and subject.pos_weight)
 
 
-def _describe(out, verdict) -> str:  # noqa: ANN001
+def _describe(out, verdict) -> str:
     lines = []
     idx = np.flatnonzero(verdict.unexplained)
     if idx.size:
@@ -35,8 +35,9 @@ def _describe(out, verdict) -> str:  # noqa: ANN001
             pick = idx[out.graded.status[idx] == status]
             worst = pick[np.argmax(np.nan_to_num(out.graded.ulp[pick], posinf=1e308))]
             x, y = out.points["x"][worst], out.points["y"][worst]
+            observed, expected = float(out.observed[worst]), float(out.expected[worst])
             lines.append(f"  {status}: {pick.size} points, e.g. x={float(x)!r} y={float(y)!r} "
-                         f"observed={float(out.observed[worst])!r} expected={float(out.expected[worst])!r} "
+                         f"observed={observed!r} expected={expected!r} "
                          f"ulp={out.graded.ulp[worst]:.3g}")
     for c in verdict.unobserved:
         lines.append(f"contract {c.id!r} no longer holds: no {'|'.join(c.status)} point in "
@@ -44,7 +45,7 @@ def _describe(out, verdict) -> str:  # noqa: ANN001
     return "\n".join(lines)
 
 
-def test_check(case: Case, audit, request: pytest.FixtureRequest) -> None:  # noqa: ANN001
+def test_check(case: Case, audit, request: pytest.FixtureRequest) -> None:
     subject = subjects.get(case.subject)
     reason = _skip_reason(subject, case)
     if reason is not None:
