@@ -256,7 +256,7 @@ def _setup_x(ax: Any, xs: list[float], dtype: str) -> str:
         ticks, label = _decades(min(mags), hi, 8), "input (log scale)"
     else:
         ax.set_xscale("symlog", linthresh=lo, linscale=0.4)
-        pos = _decades(lo, hi, 5 if has_neg and has_pos else 8)
+        pos = _decades(lo, hi, 7 if has_neg and has_pos else 9)
         if len(pos) > 2:
             pos = pos[1:]  # the decade at the threshold would sit on top of the 0 tick
         ticks = ([-p for p in pos[::-1]] if has_neg else []) + [0.0] + (pos if has_pos else [])
