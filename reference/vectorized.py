@@ -38,7 +38,23 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
     """Elementwise round_to(op(...) or its derivative, dtype) over broadcast arrays.
 
     Inputs are taken exactly (any float dtype up to float64); float64 array out.
+    Batches of MIN_FAST points or more in float16/bfloat16/float32 go through
+    reference.fast (certified float64 intervals, bit-identical by construction).
     """
+    from . import fast
+
+    fmt = get_format(dtype)
+    size = np.broadcast(*(np.asarray(v) for v in (input, target, weight, pos_weight))).size
+    if fmt.name in fast.FAST_DTYPES and size >= fast.MIN_FAST:
+        return fast.rounded(op, fmt.name, input, target, weight=weight,
+                            pos_weight=pos_weight, grad=grad)
+    return _rounded_mpmath(op, fmt.name, input, target, weight=weight,
+                           pos_weight=pos_weight, grad=grad)
+
+
+def _rounded_mpmath(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
+                    pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
+    """The pure mpmath path of `rounded` (every point through the cached engine)."""
     fmt = get_format(dtype)
     reps, shape = _points(op, input, target, weight, pos_weight, grad)
     return np.array([round_to(t, fmt) for t in reps], dtype=np.float64).reshape(shape)

@@ -1,0 +1,514 @@
+"""Fast certified reference: vectorized float64 evaluation with a proven error bound.
+
+The mpmath engine (engine.py) certifies ~30k points/s; the audit needs millions. Here
+every point is evaluated in float64 numpy together with a rigorous bound E such that
+the exact value V lies in [lo, hi] = [v - E, v + E]. Rounding to nearest-even is
+monotone, so when lo and hi round to the SAME value of the target format (same bits,
+sign of zero included), that value is round_to(V) -- certified, not estimated. Every
+other point (interval straddling a rounding boundary or a tie, or inputs outside the
+domain where the bound below is proven) is sent to the mpmath path
+(`vectorized.point`). The result is bit-identical to the pure mpmath reference by
+construction. Only float16, bfloat16 and float32 targets take this path: float64 would
+need about 2 x 53 correct bits, which float64 arithmetic cannot certify.
+
+Error model (the proof)
+-----------------------
+u = 2**-53. Basic operations (+ - * /) are IEEE correctly rounded: relative error <= u
+while no intermediate is subnormal or overflows; the domain checks below guarantee that
+(every factor is 0 or lies in [2**-400, 2**400] in magnitude, products of up to three
+such factors stay inside float64's normal range).
+
+numpy's exp, log and log1p are not correctly rounded. ASSUMPTION (A): for float64
+arguments, each returns a result with relative error <= LIBM_REL = 2**-45 (128 ulps)
+whenever the exact result is a normal float64, and absolute error <= 2**-1060 when it
+is below 2**-1022 (underflow). Documented maxima are far smaller: glibc's libm tables
+list <= 1-2 ulps for exp/log/log1p on x86_64, numpy's own AVX512/SVML float64 kernels
+are documented at <= 4 ulps. (A) is also checked at run time on first use
+(`libm_ok`: 3 x 2048 arguments against mpmath, must be within 2**-49, i.e. 16 ulps);
+if that check fails the fast path is disabled and everything goes to mpmath.
+The test suite then compares every float16 and bfloat16 input exhaustively.
+
+bce_with_logits (a = |x|, e = exp(-a), k = 1 - y + p y, c = w k), as in losses.py:
+    loss:  V = D + T,  D = w a (1-y) [x >= 0] or w a p y [x < 0],  T = c log1p(e)
+    grad:  V = D + T,  D = w (1-y) or -w p y,  T = -c s or +c s,  s = e / (1 + e)
+  * e: relative error <= LIBM_REL (normal) or absolute <= 2**-1060 (underflow).
+  * log1p(e_hat): error <= LIBM_REL + (propagated e error) * e / ((1+e) log1p(e)) <=
+    2 LIBM_REL + u, since e / ((1+e) log1p(e)) <= 1.
+  * s = e / (1 + e): <= 2 LIBM_REL + 2u (1 + e_hat carries at most LIBM_REL).
+  * 1 - y, p y, k = (1-y) + p y (two non-negative terms), c, D, T: each a few more u.
+  So both computed terms have relative error <= 2 LIBM_REL + 8u < TERM_REL = 2**-42,
+  plus an absolute error < |c| 2**-1059 <= 2**-600 from underflow (|c| <= 2**401).
+  With v = fl(d + t): |v - V| <= 2**-42 (1 + 2**-41) (|d| + |t|) + u |v| + 2**-601.
+  We use E = 2**-41 (|d| + |t|) + 2**-600: at least twice that, so the roundings of
+  E, v - E and v + E themselves (each <= u |.|) cannot push lo above V or hi below V.
+  Cancellation (soft-label gradients) needs no special case: E is relative to
+  |d| + |t|, not to |v|, so a cancelled point simply gets a wide interval and falls back.
+bce on probabilities, 0 < q < 1:
+    loss:  V = w y (-log q) + w (1-y) (-log(1-q)),  both terms >= 0.
+  log q = log1p(q - 1) for q >= 1/2 (q - 1 exact by Sterbenz), log(q) otherwise;
+  log(1-q) = log(1 - q) for q > 1/2 (1 - q exact), log1p(-q) otherwise. Each term has
+  relative error <= LIBM_REL + 3u, the same E as above applies.
+    grad:  V = w (q - y) / (q (1 - q)), rational: five correctly rounded operations,
+  relative error <= 5u + O(u^2) < 2**-50; E = 2**-48 |v| + 2**-600.
+Known signs: where the exact value is known to be > 0 (losses, D = 0 with T > 0) lo is
+clamped to +0.0, where < 0, hi to -0.0, so tiny underflowing values certify their signed
+zero instead of straddling 0. Exact zeros (w = 0; y = 1 with p = 0; q = y in the bce
+gradient) are set to +0.0 directly, NaN inputs to NaN, exactly as losses.py does.
+Anything else not covered (inf inputs, y outside [0, 1], negative or huge weights,
+|x| outside [2**-400, 2**400], the dyadic gradient at x = 0, ...) falls back.
+
+`approx_parts` gives float64 values with a documented relative error (not a correct
+float64 rounding); see its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from . import losses
+from .formats import Format, get_format, round_to
+
+FAST_DTYPES = ("float16", "bfloat16", "float32")
+
+LIBM_REL = 2.0 ** -45   # assumption (A) for np.exp / np.log / np.log1p
+LIBM_CHECK = 2.0 ** -49  # what the run-time self-check demands (8x below (A))
+TERM_REL = 2.0 ** -42   # proven relative bound of each computed term
+ERR_REL = 2.0 ** -41    # E = ERR_REL (|d| + |t|) + ERR_ABS, twice the proven bound
+ERR_REL_RATIONAL = 2.0 ** -48
+ERR_ABS = 2.0 ** -600
+
+SMALL = 2.0 ** -200     # domain: weights, pos_weights, targets are 0 or in [SMALL, BIG]
+BIG = 2.0 ** 200
+XMIN = 2.0 ** -400      # logits are 0 or in [XMIN, XMAX] in magnitude
+XMAX = 2.0 ** 400
+QMIN = 2.0 ** -300      # probabilities in [QMIN, 1)
+DIFF_MIN = 2.0 ** -500  # |q - y| (bce gradient) is 0 or at least this
+
+CHUNK = 1 << 14         # points per pass: keeps the temporaries in cache
+MIN_FAST = 16           # vectorized.rounded uses this module from this many points on
+
+_SIGN = np.uint64(1 << 63)
+
+# how many points took which route since the last reset_stats()
+# ("fast" includes "tier2", the points the double-double tier certified)
+STATS: dict[str, int] = {"points": 0, "fast": 0, "tier2": 0, "domain": 0, "uncertain": 0}
+_DISABLED = False  # tests flip this to prove the detector matters (never in production)
+
+
+def reset_stats() -> None:
+    """Zero the route counters (bench and tests read STATS)."""
+    for k in STATS:
+        STATS[k] = 0
+
+
+def fallback_share() -> float:
+    """Share of points since reset_stats() that needed the mpmath path."""
+    n = STATS["points"]
+    return (STATS["domain"] + STATS["uncertain"]) / n if n else 0.0
+
+
+# --------------------------------------------------------------------------- rounding
+
+
+def round_array(v: np.ndarray, fmt: Format) -> np.ndarray:
+    """Correct round-to-nearest-even of finite float64 values into fmt (float64 out).
+
+    Normal range: integer rounding of the float64 bit pattern at bit 53 - precision
+    (a carry out of the significand correctly bumps the exponent). Subnormal range of
+    fmt: (|v| + C) - C with ulp(C) = the smallest subnormal, one correctly rounded
+    float64 addition. Overflow: a result above max_finite (i.e. |v| >= max + ulp/2
+    after rounding with unbounded exponent, IEEE semantics) becomes inf. Sign (and
+    -0.0 for negative underflow) is copied from v. No ml_dtypes cast: float64 ->
+    bfloat16 through float32 would round twice.
+    """
+    a = np.abs(v)
+    s = 53 - fmt.precision
+    mag = a.view(np.uint64)
+    low = np.uint64((1 << s) - 1)
+    r = ((mag + np.uint64((1 << (s - 1)) - 1) + ((mag >> np.uint64(s)) & np.uint64(1)))
+         & ~low).view(np.float64)
+    sub = a < math.ldexp(1.0, fmt.emin)
+    if sub.any():
+        c = math.ldexp(1.0, fmt.emin - fmt.precision + 53)
+        r = np.where(sub, (a + c) - c, r)
+    r[r > fmt.max_finite] = np.inf
+    return np.copysign(r, v)
+
+
+# --------------------------------------------------------------------------- self-check
+
+
+@lru_cache(maxsize=1)
+def libm_ok() -> bool:
+    """Check assumption (A) on this machine's numpy (once): exp, log, log1p against
+    mpmath on the argument ranges used here, within LIBM_CHECK = 2**-49."""
+    from mpmath import mp, mpf
+
+    rng = np.random.default_rng(2024)
+    n = 2048
+    a = np.concatenate([rng.uniform(0, 40, n // 2), rng.uniform(0, 708, n // 2)])
+    q = np.ldexp(rng.uniform(0.5, 1, n), -rng.integers(1, 300, n))  # (0, 1/2)
+    t = np.concatenate([np.ldexp(rng.uniform(0.5, 1, n // 2), -rng.integers(0, 300, n // 2)),
+                        -np.ldexp(rng.uniform(0.5, 1, n // 2), -rng.integers(1, 300, n // 2))])
+    cases = ((np.exp(-a), a, lambda z: mp.exp(-z)), (np.log(q), q, mp.log),
+             (np.log1p(t), t, mp.log1p))
+    with mp.workprec(80):
+        for got, args, fn in cases:
+            for g, z in zip(got.tolist(), args.tolist(), strict=True):
+                want = fn(mpf(z))
+                if abs(mpf(g) - want) > LIBM_CHECK * abs(want):
+                    return False
+    return True
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _clamp(lo: np.ndarray, hi: np.ndarray, positive: Any, negative: Any) -> None:
+    """Use a known sign of V: lo >= +0.0 where V > 0, hi <= -0.0 where V < 0."""
+    np.copyto(lo, 0.0, where=positive & (lo <= 0))
+    np.copyto(hi, -0.0, where=negative & (hi >= 0))
+
+
+def _logits(x: np.ndarray, a: np.ndarray, y: Any, w: Any, p: Any, grad: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(v, lo, hi) for bce_with_logits on in-domain points (module docstring); a = |x|."""
+    e = np.exp(-a)
+    omy = 1.0 - y
+    py = p * y
+    c = w * (omy + py)
+    pos = x >= 0
+    if grad:
+        t = c * (e / (1.0 + e))
+        np.negative(t, out=t, where=pos)
+        d = np.where(pos, w * omy, -(w * py))
+        v = d + t
+        err = np.abs(d)
+        err += np.abs(t)
+        err *= ERR_REL
+        err += ERR_ABS
+        lo, hi = v - err, v + err
+        dz = d == 0
+        _clamp(lo, hi, dz & ~pos, dz & pos)  # D = 0: V = T, sign known
+    else:
+        t = c * np.log1p(e)
+        d = a * np.where(pos, omy, py)
+        d *= w
+        v = d + t
+        err = v * ERR_REL
+        err += ERR_ABS
+        lo, hi = v - err, v + err
+        np.copyto(lo, 0.0, where=lo <= 0)  # V > 0
+    return v, lo, hi
+
+
+def _prob(q: np.ndarray, y: Any, w: Any, grad: bool
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(v, lo, hi) for bce on in-domain probabilities (module docstring)."""
+    if grad:
+        diff = q - y
+        v = w * diff
+        v /= q * (1.0 - q)
+        err = np.abs(v)
+        err *= ERR_REL_RATIONAL
+        err += ERR_ABS
+        lo, hi = v - err, v + err
+        _clamp(lo, hi, diff > 0, diff < 0)
+        return v, lo, hi
+    small = q < 0.5
+    big = ~small
+    lq = np.empty_like(q)
+    l1q = np.empty_like(q)
+    np.log(q, out=lq, where=small)
+    np.log1p(q - 1.0, out=lq, where=big)
+    np.log1p(-q, out=l1q, where=small)
+    np.log(1.0 - q, out=l1q, where=big)
+    v = lq * (w * y)
+    v += l1q * (w * (1.0 - y))
+    np.negative(v, out=v)
+    err = v * ERR_REL
+    err += ERR_ABS
+    lo, hi = v - err, v + err
+    np.copyto(lo, 0.0, where=lo <= 0)  # V > 0
+    return v, lo, hi
+
+
+def _two_prod(a: Any, b: Any) -> tuple[Any, Any]:
+    """Dekker: a * b = p + e exactly (no FMA in numpy), for |a|, |b| < 2**996 and no
+    underflow; under underflow e is off by a few 2**-1074, inside ERR_ABS."""
+    p = a * b
+    c = a * 134217729.0
+    ah = c - (c - a)
+    al = a - ah
+    c = b * 134217729.0
+    bh = c - (c - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dd_mul(a1: Any, a2: Any, b1: Any, b2: Any) -> tuple[Any, Any]:
+    """(a1 + a2)(b1 + b2) as p + e with |error| <= 4u**2 |p| when |a2| <= u|a1|,
+    |b2| <= u|b1| (the cross terms are ~u|p|, each rounded with relative error u)."""
+    p, e = _two_prod(a1, b1)
+    return p, e + (a1 * b2 + a2 * b1 + a2 * b2)
+
+
+def _logits_dd(x: np.ndarray, y: Any, w: Any, p: Any, grad: bool, fmt: Format
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Second tier for points the float64 interval could not certify: the dyadic part
+    D (w (1-y) x, w p y |x|, w (1-y) or -w p y) exactly in double-double, the tail T as
+    in tier 1. Soft labels such as y = 0.3 make fl(1 - y) x sit within 2**-54 of a
+    float32 tie for 1 in 5 mantissas; the exact D separates those from the tie.
+
+    Bound: D to 4u**2 |D| (Fast2Sum(1, -y) and Dekker products are exact), T to
+    2**-42 |T| + 2**-601; (s, r) = TwoSum(D_hi, t) exact, r2 = fl(r + D_lo) adds
+    u |r2|. E = 2**-40 |t| + 2**-97 |D_hi| + 2**-50 |r2| + 2**-600 is at least twice
+    that, so fl(r2 -+ E) stays outside. The bounds s + fl(r2 -+ E) are double-doubles,
+    rounded exactly by round_dd; certified where both round to the same bits.
+    """
+    a = np.abs(x)
+    pos = x >= 0
+    oh = 1.0 - y
+    ol = (1.0 - oh) - y  # Fast2Sum: 1 - y = oh + ol exactly, 0 <= y <= 1
+    ph, pl = _two_prod(p, y)
+    fh = np.where(pos, oh, ph)
+    fl = np.where(pos, ol, pl)
+    e = np.exp(-a)
+    c = w * (oh + ph)
+    if grad:
+        fh = np.where(pos, fh, -fh)
+        fl = np.where(pos, fl, -fl)
+        dh, dl = _dd_mul(w, 0.0, fh, fl)
+        t = c * (e / (1.0 + e))
+        t = np.where(pos, -t, t)
+    else:
+        m1, m2 = _two_prod(w, a)
+        dh, dl = _dd_mul(m1, m2, fh, fl)
+        t = c * np.log1p(e)
+    s = dh + t
+    bp = s - dh
+    r = (dh - (s - bp)) + (t - bp)  # TwoSum: dh + t = s + r exactly
+    r2 = r + dl
+    err = 2.0 ** -40 * np.abs(t) + 2.0 ** -97 * np.abs(dh) + 2.0 ** -50 * np.abs(r2) + ERR_ABS
+    out = round_dd(s, r2 - err, fmt)
+    return out, out.view(np.uint64) == round_dd(s, r2 + err, fmt).view(np.uint64)
+
+
+def _is_boundary(h: np.ndarray, fmt: Format) -> np.ndarray:
+    """h (finite float64) is a rounding boundary of fmt: a midpoint between two
+    consecutive fmt values (or the overflow threshold max + ulp/2)."""
+    a = np.abs(h)
+    s = 53 - fmt.precision
+    rem = a.view(np.uint64) & np.uint64((1 << s) - 1)
+    normal = rem == np.uint64(1 << (s - 1))
+    m = a * math.ldexp(1.0, fmt.precision - fmt.emin)  # in units of half the subnormal step
+    sub = (m == np.floor(m)) & (np.fmod(m, 2.0) == 1.0)
+    return np.where(a < math.ldexp(1.0, fmt.emin), sub, normal)
+
+
+def round_dd(h: np.ndarray, low: np.ndarray, fmt: Format) -> np.ndarray:
+    """Correct rounding of the double-double h + low into fmt (|low| << |h|, or h = 0).
+
+    (h, l) is first renormalized exactly (Fast2Sum), so h = fl(h + l). Every boundary of
+    fmt is a float64 and no float64 lies strictly between h and h + low, so h + low
+    rounds like h -- unless h IS a boundary, where the sign of low picks the side.
+    """
+    hh = h + low
+    ll = low - (hh - h)
+    nudge = _is_boundary(hh, fmt) & (ll != 0)
+    if nudge.any():
+        hh = np.where(nudge, np.nextafter(hh, np.copysign(np.inf, ll)), hh)
+    return round_array(hh, fmt)
+
+
+def _in_range(m: Any, lo: float, hi: float) -> Any:
+    """m == 0 or lo <= m <= hi (m >= 0; False for NaN and inf above hi)."""
+    return (m == 0) | ((m >= lo) & (m <= hi))
+
+
+def _domain(op: str, grad: bool, x: np.ndarray, ax: np.ndarray, y: Any, w: Any, p: Any
+            ) -> Any:
+    """Points where the bound of the module docstring is proven (scalars stay scalars)."""
+    if op == "bce_with_logits":
+        dom = _in_range(ax, XMIN, XMAX)
+        if grad:
+            dom &= x != 0
+        wd = (w >= SMALL) & (w <= BIG)
+        pd = _in_range(p, SMALL, BIG)
+        yd = (y == 0) | ((y >= SMALL) & (y <= 1))
+        return dom & (wd & pd & yd & ~((y == 1) & (p == 0)))
+    dom = (x >= QMIN) & (x < 1)
+    wd = (w >= SMALL) & (w <= BIG)
+    if grad:
+        diff = np.abs(x - y)
+        return dom & wd & (diff >= DIFF_MIN) & (diff <= BIG)
+    return dom & (wd & ((y == 0) | ((y >= SMALL) & (y <= 1))))
+
+
+def _special(op: str, grad: bool, x: np.ndarray, y: Any, w: Any, p: Any
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact results outside the domain: (mask, value) for NaN and exact zeros, the
+    same rules, in the same order, as losses.logits_form / prob_form."""
+    if op == "bce_with_logits":
+        nan = np.isnan(x) | np.isnan(y) | np.isnan(w) | np.isnan(p)
+        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & np.isfinite(p)
+        zero = ~nan & ((w == 0) | (finite & (y == 1) & (p == 0)))
+    else:
+        nan = np.isnan(y) | np.isnan(w) | ~((x >= 0) & (x <= 1))
+        zero = ~nan & (w == 0)
+        if grad:  # q == y inside (0, 1): the rational gradient is exactly 0
+            zero |= ~nan & (x == y) & (x > 0) & (x < 1) & np.isfinite(w)
+    nan, zero = np.broadcast_arrays(nan, zero)
+    return nan | zero, np.where(nan, np.nan, 0.0)
+
+
+def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk: (result, status, v). status 0 = certified (or exact), 1 = outside the
+    fast domain, 2 = interval not inside one rounding cell. fmt None: no rounding,
+    status 2 marks a relative bound worse than APPROX_REL (approx_parts)."""
+    n = x.shape[0]
+    with np.errstate(all="ignore"):
+        ax = np.abs(x)
+        dom = np.broadcast_to(_domain(op, grad, x, ax, y, w, p), (n,))
+        if op == "bce_with_logits":
+            v, lo, hi = _logits(x, ax, y, w, p, grad)
+        else:
+            v, lo, hi = _prob(x, y, w, grad)
+        if fmt is None:
+            ok = (hi - lo) <= APPROX_REL * np.abs(v)
+            out = v
+        else:
+            out = round_array(lo, fmt)
+            ok = out.view(np.uint64) == round_array(hi, fmt).view(np.uint64)
+            if _DISABLED:
+                ok[:] = True
+                out = round_array(v, fmt)
+        status = np.where(dom, np.where(ok, 0, 2), 1).astype(np.int8)
+        rest = np.flatnonzero(~dom)
+        if rest.size:
+            sel = [a[rest] if np.ndim(a) else a for a in (x, y, w, p)]
+            exact, value = _special(op, grad, *sel)
+            hit = rest[exact]
+            out[hit] = value[exact]
+            v[hit] = value[exact]
+            status[hit] = 0
+    return out, status, v
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
+             ) -> tuple[tuple[int, ...], list[Any]] | None:
+    """Broadcast shape and flat float64 arguments (size-1 ones as 0-d scalars), taken
+    exactly like vectorized._points does; None when the fast path does not apply."""
+    if op not in losses.OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(losses.OPS)}")
+    arrays = [np.asarray(v) for v in (input, target, weight, pos_weight)]
+    for a in arrays:
+        if a.dtype.kind == "f" and a.dtype.itemsize > 8:
+            raise ValueError("inputs wider than float64 are not supported in bulk")
+        if a.dtype.kind not in "fiub" and a.dtype.name != "bfloat16":
+            return None  # object arrays etc.: the mpmath path decides
+    shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    if op == "bce" and np.any(arrays[3] != 1):
+        return None  # the mpmath path raises its "bce has no pos_weight" error
+    flat: list[Any] = []
+    for i, a in enumerate(arrays):
+        a = a.astype(np.float64)
+        if a.size == 1 and i > 0:
+            flat.append(np.float64(a.reshape(())))
+        else:
+            flat.append(np.broadcast_to(a, shape).ravel())
+    return shape, flat
+
+
+def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any]
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = flat[0]
+    n = x.shape[0]
+    out = np.empty(n)
+    status = np.empty(n, dtype=np.int8)
+    v = np.empty(n)
+    for s in range(0, n, CHUNK):
+        part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
+        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = _chunk(
+            op, grad, fmt, *part)
+    if fmt is not None and op == "bce_with_logits":
+        idx = np.flatnonzero(status == 2)
+        if idx.size:
+            part = [a[idx] if np.ndim(a) else a for a in flat]
+            with np.errstate(all="ignore"):
+                r, ok = _logits_dd(part[0], part[1], part[2], part[3], grad, fmt)
+            if not _DISABLED:
+                out[idx[ok]] = r[ok]
+                status[idx[ok]] = 0
+            STATS["tier2"] += int(np.count_nonzero(ok))
+    STATS["points"] += n
+    STATS["fast"] += int(np.count_nonzero(status == 0))
+    STATS["domain"] += int(np.count_nonzero(status == 1))
+    STATS["uncertain"] += int(np.count_nonzero(status == 2))
+    return out, status, v
+
+
+def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
+    return tuple(float(a[i]) if np.ndim(a) else float(a) for a in flat)  # type: ignore[return-value]
+
+
+def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
+            pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
+    """Same contract as vectorized.rounded (DESIGN.md section 3), bit for bit.
+
+    Certified float64 interval evaluation for float16/bfloat16/float32; the points it
+    cannot certify (and every float64 target) go through the mpmath path.
+    """
+    from .vectorized import point
+
+    fmt = get_format(dtype)
+    prepared = _prepare(op, input, target, weight, pos_weight)
+    if prepared is None or fmt.name not in FAST_DTYPES or not libm_ok():
+        from . import vectorized
+
+        return vectorized._rounded_mpmath(op, fmt.name, input, target, weight=weight,
+                                          pos_weight=pos_weight, grad=grad)
+    shape, flat = prepared
+    out, status, _ = _run(op, grad, fmt, shape, flat)
+    for i in np.flatnonzero(status).tolist():
+        out[i] = round_to(point(op, grad, *_args(flat, i)), fmt)
+    return out.reshape(shape)
+
+
+APPROX_REL = 2.0 ** -40
+
+
+def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
+                 grad: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Double-double-like (hi, lo) with |hi + lo - V| <= 2**-40 |V| at every point.
+
+    Not exact_parts' contract (hi is NOT certified to be the correctly rounded float64):
+    enough for measuring ulp error in float32 and narrower (an error of at most 2**-16
+    ulp of float32). Fast points: hi = the float64 estimate v with its certified bound
+    E <= 2**-40 |v| ... proven as in the module docstring, lo = 0. Points with a wider
+    bound (cancellation, underflow, outside the domain) come from vectorized.exact_parts
+    (exact hi, lo). Exact zeros are exactly 0 and NaN stays NaN.
+    """
+    from .vectorized import exact_parts
+
+    prepared = _prepare(op, input, target, weight, pos_weight)
+    if prepared is None or not libm_ok():
+        return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
+    shape, flat = prepared
+    _, status, v = _run(op, grad, None, shape, flat)
+    lo = np.zeros_like(v)
+    idx = np.flatnonzero(status)
+    if idx.size:
+        args = [a[idx] if np.ndim(a) else a for a in flat]
+        h, low = exact_parts(op, *args[:2], weight=args[2], pos_weight=args[3], grad=grad)
+        v[idx] = h
+        lo[idx] = low
+    return v.reshape(shape), lo.reshape(shape)
