@@ -64,20 +64,33 @@ class Outcome:
 
 
 def point_set(subject: Subject, check: str, dtype: str) -> tuple[dict[str, np.ndarray], str]:
-    """The fixed inputs of a check, as float64 arrays exact in the dtype, and the mode."""
+    """The fixed inputs of a check, as float64 arrays exact in the dtype, and the mode.
+
+    16-bit dtypes are exhaustive: every input value of the dtype (every probability in
+    [0, 1] for bce) with hard targets, plus the grid with soft targets.
+    """
     logits = subject.reference_op == "bce_with_logits"
-    mode = "grid"
     inputs = regions.logit_grid(dtype) if logits else regions.probability_grid(dtype)
-    targets = np.concatenate([regions.hard_targets(), regions.soft_targets(dtype)])
+    soft = regions.soft_targets(dtype)
     if CHECKS[check][1]:
         inputs = inputs[:: max(1, inputs.size // 80)]
         w = regions.weight_grid(dtype) if subject.weight else np.array([1.0])
         p = regions.weight_grid(dtype) if subject.pos_weight and logits else np.array([1.0])
         x, y, w, p = regions.cross(inputs, np.array([0.0, 0.5, 1.0]), w, p)
+        return {"x": x, "y": y, "w": w, "p": p}, "grid"
+    mode = "grid"
+    if regions.exhaustive_ok(dtype):
+        every = regions.all_values(dtype)
+        every = every[~np.isnan(every)]
+        if not logits:
+            every = every[(every >= 0) & (every <= 1)]
+        x1, y1 = regions.cross(every, regions.hard_targets())
+        x2, y2 = regions.cross(inputs, soft)
+        x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
+        mode = "exhaustive"
     else:
-        x, y = regions.cross(inputs, targets)
-        w, p = np.ones_like(x), np.ones_like(x)
-    return {"x": x, "y": y, "w": w, "p": p}, mode
+        x, y = regions.cross(inputs, np.concatenate([regions.hard_targets(), soft]))
+    return {"x": x, "y": y, "w": np.ones_like(x), "p": np.ones_like(x)}, mode
 
 
 def _padded(a: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from audit.dtypes import DTYPES, ulp_budget
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
 
-COMMANDS = ("subjects", "probe", "sweep", "merge", "bench", "compare")
+COMMANDS = ("subjects", "probe", "sweep", "merge", "bench", "compare", "draft-contracts")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             from audit import compare
 
             return compare.main(rest)
+        if command == "draft-contracts":
+            from audit import draft_contracts
+
+            return draft_contracts.main(rest)
         if command in ("sweep", "merge", "bench"):
             from audit import tools
 

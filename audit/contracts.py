@@ -186,3 +186,8 @@ def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Co
         (matched if hit.any() else unobserved).append(c)
     return Verdict(bad & (explained_by == ""), matched, unobserved if strict else [],
                    explained_by)
+
+
+def load_breakdowns(path: Path = CONTRACTS_FILE) -> list[dict]:
+    """The declared [[breakdown]] logits of the two-step sigmoid_bce pipelines."""
+    return tomllib.loads(path.read_text()).get("breakdown", [])

@@ -52,6 +52,11 @@ def representable(values: np.ndarray | list[float], dtype: str) -> np.ndarray:
     return np.unique(out[~np.isnan(out)])
 
 
+def exhaustive_ok(dtype: str) -> bool:
+    """Whether the default audit enumerates every input of the dtype (16-bit formats)."""
+    return get_format(dtype).width == 16
+
+
 def all_values(dtype: str) -> np.ndarray:
     """Every value of a 16-bit dtype (finite, +-inf, one NaN) as float64."""
     if get_format(dtype).width != 16:

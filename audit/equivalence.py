@@ -1,0 +1,99 @@
+"""Cross-framework equivalence and the two-step `sigmoid_bce` breakdown.
+
+- Pairwise: torch vs tf vs keras on the same inputs: where they differ, by how many
+  ulps (ordinal distance between the two observations), and which is closer to truth.
+- Breakdown: per framework, dtype and hard target, the smallest |logit| at which
+  BCELoss(sigmoid(x)) has lost every bit (relative error >= 1), next to the fused loss.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+import reference
+from audit import subjects
+from audit.checks import Case, run_framework
+from audit.grading import grade, ordinal_distances
+from audit.regions import logit_grid, representable
+from audit.results import to_json_value
+
+FUSED = "bce_with_logits"
+TWO_STEP = "sigmoid_bce"
+
+
+def observe(subject: subjects.Subject, dtype: str, device: str, pts: dict, quantity: str
+            ) -> np.ndarray:
+    check = "grads" if quantity == "grad" else "values"
+    observed, _ = run_framework(subject, Case(subject.name, check, dtype, device), pts)
+    return observed
+
+
+def _exact(dtype: str, pts: dict, quantity: str) -> tuple[np.ndarray, tuple]:
+    kw = {"grad": quantity == "grad"}
+    return (reference.rounded(FUSED, dtype, pts["x"], pts["y"], **kw),
+            reference.exact_parts(FUSED, pts["x"], pts["y"], **kw))
+
+
+def pairwise(names: list[str], dtype: str, device: str, pts: dict, quantity: str,
+             budget: float) -> list[dict]:
+    """One equivalence entry per pair of subjects (same op, different frameworks)."""
+    expected, parts = _exact(dtype, pts, quantity)
+    obs = {n: observe(subjects.get(n), dtype, device, pts, quantity) for n in names}
+    ulp = {n: grade(obs[n], expected, *parts, dtype, budget).ulp for n in names}
+    entries = []
+    for a, b in itertools.combinations(names, 2):
+        oa, ob = obs[a], obs[b]
+        same = (oa == ob) | (np.isnan(oa) & np.isnan(ob))
+        between = ordinal_distances(oa, ob, dtype)
+        between = np.where(between < 0, np.inf, between)
+        ua, ub = np.nan_to_num(ulp[a], nan=np.inf), np.nan_to_num(ulp[b], nan=np.inf)
+        i = int(np.argmax(np.where(same, -1.0, between)))
+        entries.append({
+            "dtype": dtype, "device": device, "quantity": quantity, "subjects": [a, b],
+            "n": int(oa.size), "n_differ": int((~same).sum()),
+            "max_ulp_between": to_json_value(float(np.max(np.where(same, 0.0, between)))),
+            "a_closer": int((ua < ub).sum()), "b_closer": int((ub < ua).sum()),
+            "ties": int((ua == ub).sum()),
+            "worst": {"input": to_json_value(float(pts["x"][i])),
+                      "target": to_json_value(float(pts["y"][i])),
+                      "a_observed": to_json_value(float(oa[i])),
+                      "b_observed": to_json_value(float(ob[i])),
+                      "expected": to_json_value(float(expected[i])),
+                      "a_ulp": to_json_value(float(ua[i])), "b_ulp": to_json_value(float(ub[i]))},
+        })
+    return entries
+
+
+def breakdown(framework: str, dtype: str, device: str, target: float) -> dict:
+    """Smallest |logit| where the two-step pipeline has no correct bit left."""
+    xs = logit_grid(dtype)
+    xs = xs[np.isfinite(xs)]
+    pts = {"x": xs, "y": np.full(xs.size, target), "w": np.ones(xs.size),
+           "p": np.ones(xs.size)}
+    two = subjects.get(f"{framework}.{TWO_STEP}")
+    observed = observe(two, dtype, device, pts, "loss")
+    hi, lo = reference.exact_parts(FUSED, xs, pts["y"])
+    exact = hi + lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.abs(observed - exact) / np.abs(exact)
+    broken = ~(rel < 1.0)  # NaN counts as broken
+    logit = float(xs[broken][np.argmin(np.abs(xs[broken]))]) if broken.any() else None
+    at = {}
+    big = float(representable([1e10], dtype)[0])
+    for quantity in ("loss", "grad"):
+        p1 = {"x": np.array([big]), "y": np.array([target]), "w": np.ones(1), "p": np.ones(1)}
+        o = observe(two, dtype, device, p1, quantity)
+        expected, parts = _exact(dtype, p1, quantity)
+        at[quantity] = float(grade(o, expected, *parts, dtype, 1.0).ulp[0])
+    if logit is None:
+        text = (f"{two.name} in {dtype} (target {target:g}) keeps at least one correct bit "
+                f"on the whole logit grid")
+    else:
+        text = (f"{two.name} in {dtype} (target {target:g}) loses all precision from "
+                f"x = {logit:.6g} on (relative error >= 1)")
+    return {"framework": framework, "dtype": dtype, "device": device, "target": target,
+            "logit": logit, "description": text,
+            "value_ulp_at_1e10": to_json_value(at["loss"]),
+            "grad_ulp_at_1e10": to_json_value(at["grad"])}

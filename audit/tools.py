@@ -1,0 +1,187 @@
+"""`python -m audit sweep | merge | bench` (the long-running tools, outside pytest)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from audit import results, subjects
+from audit.dtypes import DTYPES, ulp_budget
+from reference.cli import UsageError, attach_values, parse_number
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise UsageError(message)
+
+
+def _doc(records: list[dict], command: str, profile: str) -> dict:
+    from audit import frameworks
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "run": {"id": "", "started": now, "finished": now,
+                "status": "failed" if any(r["outcome"] == "failed" for r in records)
+                else "passed", "profile": profile, "seed": None, "command": command,
+                "versions": {"python": platform.python_version(), **frameworks.versions()},
+                "platform": {"system": platform.system(), "machine": platform.machine(),
+                             "processor": platform.processor() or platform.machine(),
+                             "cpu_count": __import__("os").cpu_count()},
+                "ftz": {}, "devices": frameworks.devices_available(), "skipped": []},
+        "records": records, "equivalence": [], "breakdown": [], "comparison": None,
+    }
+
+
+def _write(doc: dict, out: str | None) -> Path:
+    from audit import report
+
+    run_dir = Path(out) if out else results.new_run_dir(Path("reports"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc["run"]["id"] = run_dir.name
+    results.write_results(doc, run_dir)
+    report.write_report(doc, run_dir)
+    return run_dir
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard takes i/n (e.g. 1/4), not {text!r}") from None
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text}: need 1 <= i <= n")
+    return i - 1, n
+
+
+def cmd_sweep(argv: list[str]) -> int:
+    from audit.sweep import sweep
+
+    p = _Parser(prog="python -m audit sweep")
+    p.add_argument("subject")
+    p.add_argument("--dtype", required=True)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--exhaustive", action="store_true")
+    g.add_argument("--samples", type=int)
+    p.add_argument("--targets", default="0,1", help="comma list of targets (default 0,1)")
+    p.add_argument("--shard", default="1/1")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--chunk", type=int, default=1 << 20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-ulp", type=float, default=None)
+    p.add_argument("--out", default=None, help="run directory (default reports/<timestamp>)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(attach_values(argv, p))
+    if args.dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
+    try:
+        subjects.get(args.subject)
+    except KeyError as e:
+        raise UsageError(str(e.args[0])) from None
+    if args.samples is not None and args.samples <= 0:
+        raise UsageError("--samples must be positive")
+    targets = [parse_number(t, args.dtype) for t in args.targets.split(",")]
+    try:
+        records = sweep(args.subject, args.dtype, device=args.device, targets=targets,
+                        exhaustive=args.exhaustive, samples=args.samples or 0,
+                        shard=_shard(args.shard), chunk=args.chunk, seed=args.seed,
+                        budget=args.max_ulp or ulp_budget(args.dtype), progress=not args.quiet)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    run_dir = _write(_doc(records, "python -m audit sweep " + " ".join(argv), "sweep"), args.out)
+    for r in records:
+        print(f"{r['subject']} {r['dtype']} {r['quantity']}: n={r['n']:,} "
+              f"max_ulp={r['max_ulp']} p99<={r['p99_ulp']} counts={r['counts']}")
+    print(f"results: {run_dir / results.RESULTS_NAME}")
+    return 0
+
+
+def cmd_merge(argv: list[str]) -> int:
+    from audit.sweep import merge_records
+
+    p = _Parser(prog="python -m audit merge")
+    p.add_argument("out", help="run directory to write")
+    p.add_argument("shards", nargs="+", help="results.json files or run dirs of the shards")
+    args = p.parse_args(argv)
+    records: list[dict] = []
+    for s in args.shards:
+        try:
+            records += results.load_results(s)["records"]
+        except results.ResultsError as e:
+            raise UsageError(str(e)) from None
+    merged = merge_records(records)
+    run_dir = _write(_doc(merged, "python -m audit merge " + " ".join(argv), "sweep"), args.out)
+    print(f"merged {len(records)} records into {len(merged)}: {run_dir}")
+    return 0
+
+
+def _rate(n: int, fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - start)
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """Side-by-side throughput on the same float32 inputs, and an exhaustive f16 sweep."""
+    from audit.checks import Case, reference_values, run_framework
+    from audit.grading import grade
+    from audit.sweep import sweep
+    from reference import losses
+    from reference.formats import round_to
+
+    p = _Parser(prog="python -m audit bench")
+    p.add_argument("--points", type=int, default=1 << 18)
+    p.add_argument("--mpmath-points", type=int, default=20000)
+    args = p.parse_args(argv)
+    rng = np.random.default_rng(2026)
+    bits = rng.integers(0, 0x7F800000, size=args.points, dtype=np.uint32)
+    bits |= rng.integers(0, 2, size=args.points, dtype=np.uint32) << np.uint32(31)
+    xs = bits.view(np.float32).astype(np.float64)
+    ys = rng.integers(0, 2, size=args.points).astype(np.float64)
+    pts = {"x": xs, "y": ys, "w": np.ones_like(xs), "p": np.ones_like(xs)}
+    m = args.mpmath_points
+    rates: dict[str, float] = {}
+    rates["reference, mpmath"] = _rate(m, lambda: [round_to(losses.value(
+        "bce_with_logits", False, float(x), float(y), 1.0, 1.0), "float32")
+        for x, y in zip(xs[:m], ys[:m], strict=True)])
+    from reference import vectorized
+
+    vectorized.point.cache_clear()
+    rates["reference, fast (rounded)"] = _rate(args.points, lambda: reference_values(
+        "bce_with_logits", "float32", pts, False)[0])
+    for fw in ("torch", "tf", "keras"):
+        s = subjects.get(f"{fw}.bce_with_logits")
+        if s.skip_reason("float32", "cpu"):
+            continue
+        s.evaluate("float32", "cpu", xs[:64], ys[:64])  # warm-up (imports, kernels)
+        rates[f"{fw}.bce_with_logits itself"] = _rate(
+            args.points, lambda s=s: s.evaluate("float32", "cpu", xs, ys))
+    torch_s = subjects.get("torch.bce_with_logits")
+    case = Case(torch_s.name, "values", "float32", "cpu")
+
+    def pipeline() -> None:
+        observed, _ = run_framework(torch_s, case, pts)
+        expected, parts = reference_values("bce_with_logits", "float32", pts, False)
+        grade(observed, expected, *parts, "float32", 4.0)
+
+    vectorized.point.cache_clear()
+    rates["grading pipeline (torch)"] = _rate(args.points, pipeline)
+    print(f"points/s on {args.points:,} random float32 bit-pattern logits, targets {{0,1}} "
+          f"(mpmath on the first {m:,}):")
+    base = rates["reference, mpmath"]
+    for k, v in rates.items():
+        print(f"  {k:32s} {v:>14,.0f}   x{v / base:,.1f} vs mpmath")
+    if "torch.bce_with_logits itself" in rates:
+        ratio = rates["torch.bce_with_logits itself"] / rates["grading pipeline (torch)"]
+        print(f"  torch itself / grading pipeline: {ratio:,.1f}x")
+    vectorized.point.cache_clear()
+    start = time.perf_counter()
+    sweep("torch.bce_with_logits", "float16", targets=[0.0, 1.0], budget=1.0, progress=False)
+    print(f"exhaustive float16 sweep of torch.bce_with_logits (65,536 logits x {{0,1}}, "
+          f"values and gradients): {time.perf_counter() - start:.2f} s")
+    return 0

@@ -1,0 +1,92 @@
+"""Do the frameworks agree, and where does BCELoss(sigmoid(x)) stop being usable?
+
+The breakdown logit of each framework's two-step pipeline is measured on the fixed
+grid and must equal the one declared in audit/contracts.toml ([[breakdown]]): a moved
+breakdown (a framework fix or regression) fails, as does a missing declaration.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit import contracts, frameworks, subjects
+from audit.equivalence import FUSED, TWO_STEP, breakdown, pairwise
+from audit.regions import logit_grid, soft_targets
+from reference.formats import FORMATS
+
+
+def _params(config: pytest.Config) -> list:
+    opts = config.audit  # type: ignore[attr-defined]
+    return [(d, dev) for d in opts["dtypes"] for dev in opts["devices"]]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "dtype_device" in metafunc.fixturenames:
+        params = _params(metafunc.config)
+        metafunc.parametrize("dtype_device", params, ids=[f"{d}-{v}" for d, v in params])
+
+
+def _available(names: list[str], dtype: str, device: str) -> list[str]:
+    chosen = {s.name for s in subjects.select()}
+    return [n for n in names if n in chosen and subjects.get(n).skip_reason(dtype, device) is None]
+
+
+@pytest.mark.parametrize("quantity", ["loss", "grad"])
+def test_frameworks_agree(dtype_device, quantity: str, audit) -> None:
+    """Record where torch, tf and keras differ and who is closer to the truth; the
+    frameworks must at least agree on every input where all of them are exact."""
+    dtype, device = dtype_device
+    if frameworks.device_reason("torch", device):
+        pytest.skip(frameworks.device_reason("torch", device))
+    names = _available([f"{fw}.{FUSED}" for fw in frameworks.FRAMEWORKS], dtype, device)
+    if len(names) < 2:
+        pytest.skip("fewer than two frameworks available")
+    xs = logit_grid(dtype)
+    ys = np.concatenate([[0.0, 1.0], soft_targets(dtype)])
+    x, y = (m.ravel() for m in np.meshgrid(xs, ys, indexing="ij"))
+    pts = {"x": x, "y": y, "w": np.ones_like(x), "p": np.ones_like(x)}
+    entries = pairwise(names, dtype, device, pts, quantity, audit.budgets[dtype])
+    for e in entries:
+        audit.collector.equivalence(e)
+    for e in entries:  # both exactly right (0 ulp) yet different is impossible
+        w = e["worst"]
+        assert not (w["a_ulp"] == 0 and w["b_ulp"] == 0 and
+                    w["a_observed"] != w["b_observed"]), e
+
+
+def _declared(framework: str, dtype: str, device: str, target: float) -> dict | None:
+    for b in contracts.load_breakdowns():
+        if (b["framework"], b["dtype"], b.get("device", "cpu"), float(b["target"])) == \
+                (framework, dtype, device, target):
+            return b
+    return None
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf", "keras"])
+@pytest.mark.parametrize("target", [0.0, 1.0])
+def test_sigmoid_bce_breakdown(dtype_device, framework: str, target: float, audit) -> None:
+    """Where does the two-step pipeline first lose all precision? (and what does it do at
+    x = 1e10, the question our first users asked)."""
+    dtype, device = dtype_device
+    name = f"{framework}.{TWO_STEP}"
+    if name not in {s.name for s in subjects.select()}:
+        pytest.skip(f"{name} not selected")
+    reason = subjects.get(name).skip_reason(dtype, device)
+    if reason:
+        audit.collector.skip(name, dtype, device, reason)
+        pytest.skip(reason)
+    entry = breakdown(framework, dtype, device, target)
+    audit.collector.breakdown(entry)
+    if not audit.options["contracts"]:
+        assert entry["logit"] is None, entry["description"]
+        return
+    declared = _declared(framework, dtype, device, target)
+    assert declared is not None, (
+        f"no [[breakdown]] declared for {framework} {dtype} {device} target {target}: "
+        f"measured {entry['description']}")
+    want = declared["logit"]
+    want = None if want == "none" else float(want)
+    assert entry["logit"] == want, (
+        f"breakdown moved: declared {want!r}, measured {entry['logit']!r} "
+        f"({entry['description']}); {FORMATS[dtype].name}")
