@@ -191,11 +191,22 @@ def _svg(fig: Any, prefix: str) -> Markup:
     return Markup(text)  # our own matplotlib output, no run data in it
 
 
+PLOT_LIMIT = 1e300  # matplotlib's symlog transform breaks near the float64 extremes
+
+
+def _plottable(x: float) -> float:
+    """Inputs beyond +-1e300 are drawn at +-1e300; tiny float64 subnormals at +-1e-300."""
+    if not math.isfinite(x) or x == 0:
+        return x
+    return math.copysign(min(max(abs(x), 1 / PLOT_LIMIT), PLOT_LIMIT), x)
+
+
 def _points(records: Sequence[dict[str, Any]]) -> list[tuple[float, float, float, str]]:
     pts = []
     for r in records:
         for p in r.get("points") or []:
-            pts.append((to_float(p[0]), to_float(p[1]), to_float(p[2], math.inf), str(p[3])))
+            pts.append((_plottable(to_float(p[0])), to_float(p[1]), to_float(p[2], math.inf),
+                        str(p[3])))
     return pts
 
 
@@ -249,7 +260,8 @@ def _setup_x(ax: Any, xs: list[float], dtype: str) -> str:
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     mags = [abs(x) for x in xs if x != 0 and math.isfinite(x)] or [1.0]
-    lo, hi = max(TINY.get(dtype, 1e-45), min(mags)), max(max(mags), 1e-300)
+    lo = max(TINY.get(dtype, 1e-45), min(mags), 1 / PLOT_LIMIT)
+    hi = min(max(max(mags), 1e-300), PLOT_LIMIT)
     has_neg, has_pos = any(x < 0 for x in xs), any(x > 0 for x in xs)
     if has_pos and not has_neg and 0.0 not in xs:
         ax.set_xscale("log")
@@ -284,7 +296,8 @@ def _setup_ulp_y(ax: Any, floor: float, cap: float) -> None:
 
 def _ulp_range(ulps: Iterable[float], budget: float) -> tuple[float, float]:
     """(floor, cap): 0 is drawn at the floor, ∞/NaN at the cap, a decade above the data."""
-    finite = [u for u in ulps if math.isfinite(u) and u > 0]
+    # huge finite errors (3e38 ulp) are clamped so the cap itself stays finite
+    finite = [min(u, 1e290) for u in ulps if math.isfinite(u) and u > 0]
     return 1e-3, 10.0 ** (math.ceil(math.log10(max([*finite, budget * 10]))) + 1)
 
 
