@@ -313,12 +313,13 @@ def _is_boundary(h: np.ndarray, fmt: Format) -> np.ndarray:
 def round_dd(h: np.ndarray, low: np.ndarray, fmt: Format) -> np.ndarray:
     """Correct rounding of the double-double h + low into fmt (|low| << |h|, or h = 0).
 
-    (h, l) is first renormalized exactly (Fast2Sum), so h = fl(h + l). Every boundary of
+    (h, low) is first renormalized exactly (TwoSum), so h = fl(h + low). Every boundary of
     fmt is a float64 and no float64 lies strictly between h and h + low, so h + low
     rounds like h -- unless h IS a boundary, where the sign of low picks the side.
     """
     hh = h + low
-    ll = low - (hh - h)
+    bp = hh - h
+    ll = (h - (hh - bp)) + (low - bp)  # TwoSum: exact whatever the magnitudes
     nudge = _is_boundary(hh, fmt) & (ll != 0)
     if nudge.any():
         hh = np.where(nudge, np.nextafter(hh, np.copysign(np.inf, ll)), hh)

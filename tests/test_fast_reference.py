@@ -1,0 +1,241 @@
+"""reference.fast must agree bit for bit with the pure mpmath reference.
+
+The oracle here is `losses.value` + `formats.round_to` called directly: no fast path,
+no lru_cache. Exhaustive over float16 and bfloat16 inputs, a random float32 sample,
+Hypothesis properties, constructed near-tie points that only mpmath can decide, and a
+proof that the uncertainty detector matters (switching it off gives wrong answers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reference import fast, losses, vectorized
+from reference.formats import get_format, round_to
+
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+def mp_rounded(op: str, grad: bool, x, y, w=1.0, p=1.0) -> dict[str, np.ndarray]:
+    """Pure mpmath rounding of every point into each fast dtype (one evaluation each)."""
+    x, y, w, p = (np.broadcast_to(np.asarray(a, dtype=np.float64), np.shape(x)).ravel()
+                  for a in (x, y, w, p))
+    reps = [losses.value(op, grad, a, b, c, d)
+            for a, b, c, d in zip(x.tolist(), y.tolist(), w.tolist(), p.tolist(), strict=True)]
+    return {dt: np.array([round_to(t, dt) for t in reps]) for dt in DTYPES}
+
+
+def assert_same(op: str, grad: bool, x, y, w=1.0, p=1.0, dtypes=DTYPES) -> None:
+    try:
+        want = mp_rounded(op, grad, x, y, w, p)
+    except ArithmeticError as e:  # the reference cannot certify a point: same error
+        for dt in dtypes:
+            with pytest.raises(type(e)):
+                fast.rounded(op, dt, x, y, weight=w, pos_weight=p, grad=grad)
+        return
+    for dt in dtypes:
+        got = fast.rounded(op, dt, x, y, weight=w, pos_weight=p, grad=grad).ravel()
+        bad = np.flatnonzero(got.view(np.uint64) != want[dt].view(np.uint64))
+        assert bad.size == 0, (
+            f"{op} grad={grad} {dt}: {bad.size} disagreements, first x={np.ravel(x)[bad[0]]!r} "
+            f"fast={got[bad[0]]!r} mpmath={want[dt][bad[0]]!r}")
+
+
+def all_values(dtype) -> np.ndarray:
+    """Every bit pattern of a 16-bit format, as exact float64 (NaN and inf included)."""
+    with np.errstate(invalid="ignore"):  # NaN payloads
+        return np.arange(1 << 16, dtype=np.uint16).view(dtype).astype(np.float64)
+
+
+def f32_bits(rng: np.random.Generator, n: int) -> np.ndarray:
+    bits = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype(np.uint32)
+    with np.errstate(invalid="ignore"):  # NaN payloads
+        return bits.view(np.float32).astype(np.float64)
+
+
+# --------------------------------------------------------------------------- rounding
+
+
+def boundary_heavy_float64(rng: np.random.Generator, fmt, n: int) -> np.ndarray:
+    """Random values plus exact ties, their float64 neighbours, subnormal and overflow
+    thresholds of fmt."""
+    e = rng.integers(fmt.quantum_exp - 3, fmt.emax + 2, n)
+    m = rng.integers(1 << fmt.precision, 1 << (fmt.precision + 1), n)
+    ties = np.ldexp((2 * m + 1).astype(np.float64), e - fmt.precision - 1)  # midpoints
+    vals = np.concatenate([
+        ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
+        np.ldexp(rng.uniform(0.5, 1, n), e),
+        [fmt.max_finite, fmt.max_finite * (1 + 2.0 ** -fmt.precision),
+         math.ldexp(1.0, fmt.quantum_exp - 1), math.ldexp(1.0, fmt.emin), 0.0, 5e-324],
+    ])
+    vals = vals[np.isfinite(vals)]
+    return np.concatenate([vals, -vals])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_round_array_matches_round_to(dtype):
+    fmt = get_format(dtype)
+    v = boundary_heavy_float64(np.random.default_rng(1), fmt, 4000)
+    got = fast.round_array(v, fmt)
+    want = np.array([round_to(float(a), fmt) for a in v])
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_round_dd_matches_round_to(dtype):
+    """h on a tie with a tiny low part must round by the low part's sign."""
+    from fractions import Fraction
+
+    fmt = get_format(dtype)
+    rng = np.random.default_rng(2)
+    h = boundary_heavy_float64(rng, fmt, 500)
+    for low in (np.ldexp(np.abs(h), -80), -np.ldexp(np.abs(h), -80), np.zeros_like(h),
+                np.full_like(h, 2.0 ** -1074)):
+        got = fast.round_dd(h, low, fmt)
+        nonzero = (h != 0) | (low != 0)  # the sign of an exact 0 is not a rounding matter
+        want = np.array([round_to(Fraction(a) + Fraction(b), fmt)
+                         for a, b in zip(h[nonzero].tolist(), low[nonzero].tolist(),
+                                         strict=True)])
+        assert np.array_equal(got[nonzero].view(np.uint64), want.view(np.uint64))
+
+
+# --------------------------------------------------------------------------- exhaustive
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("grad", [False, True], ids=["loss", "grad"])
+def test_every_16bit_logit(dtype, grad):
+    x = all_values(dtype)
+    for y in (0.0, 1.0):
+        assert_same("bce_with_logits", grad, x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("grad", [False, True], ids=["loss", "grad"])
+def test_every_16bit_probability(dtype, grad):
+    x = all_values(dtype)
+    q = x[(x >= 0) & (x <= 1)]
+    for y in (0.0, 1.0):
+        assert_same("bce", grad, q, y)
+
+
+def test_float32_random_sample():
+    """50k float32 bit patterns and N(0, 8) logits, hard and soft labels, weights."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    for grad in (False, True):
+        for x in (f32_bits(rng, n), (rng.standard_normal(n) * 8).astype(np.float32)):
+            y = rng.choice(np.array([0.0, 1.0, 0.3, 0.1]), n)
+            soft = rng.random(n).astype(np.float32).astype(np.float64)
+            assert_same("bce_with_logits", grad, x, y)
+            assert_same("bce_with_logits", grad, x, soft, 1.5, 3.0)
+        q = np.abs(np.tanh(f32_bits(rng, n // 2)).astype(np.float32))
+        assert_same("bce", grad, q, rng.choice(np.array([0.0, 1.0, 0.25, 0.3]), n // 2),
+                    rng.random(n // 2).astype(np.float32))
+
+
+# --------------------------------------------------------------------------- properties
+
+f32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+unit = st.one_of(st.sampled_from([0.0, 1.0, 0.5, 0.3]), st.floats(0, 1, width=32))
+weights = st.one_of(st.sampled_from([0.0, 1.0, 2.0 ** -130, 1e30]),
+                    st.floats(0, 1e6, width=32), st.floats(width=32))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(f32, st.one_of(unit, f32), weights, weights),
+                min_size=fast.MIN_FAST, max_size=40),
+       st.booleans(), st.sampled_from(["bce_with_logits", "bce"]))
+def test_property_any_float32_points(points, grad, op):
+    x, y, w, p = (np.array(c, dtype=np.float64) for c in zip(*points, strict=True))
+    if op == "bce":
+        p = 1.0
+        x = np.where(np.isfinite(x), np.abs(np.tanh(x)), x)
+    assert_same(op, grad, x, y, w, p)
+
+
+# --------------------------------------------------------------------------- the detector
+
+
+def hard_cases() -> tuple[np.ndarray, dict[str, float]]:
+    """Logits whose loss (y = 1) is a tie of the format plus a tail far below 2**-600:
+    V = |x| + softplus(-|x|) with |x| a midpoint, so V rounds UP, a float64 estimate
+    sees the tie and would round to even (down)."""
+    x = -np.array([2049.0, 2.0 ** 24 + 1, 2.0 ** 8 + 1, 4097.0, 2.0 ** 25 + 2])
+    return x, {"float16": 2050.0, "float32": 16777218.0, "bfloat16": 258.0}
+
+
+def test_fallback_is_exercised_and_right():
+    x, first = hard_cases()
+    x = np.resize(x, 64)
+    for dt in DTYPES:
+        fast.reset_stats()
+        got = fast.rounded("bce_with_logits", dt, x, 1.0)
+        assert fast.STATS["uncertain"] > 0 and 0 < fast.fallback_share() < 1
+        assert_same("bce_with_logits", False, x, 1.0, dtypes=(dt,))
+        if dt == "float16":
+            assert got[0] == first["float16"]
+        if dt == "float32":
+            assert got[1] == first["float32"]
+        if dt == "bfloat16":
+            assert got[2] == first["bfloat16"]
+
+
+def test_without_the_detector_answers_are_wrong(monkeypatch):
+    x, _ = hard_cases()
+    x = np.resize(x, 64)
+    right = fast.rounded("bce_with_logits", "float32", x, 1.0)
+    monkeypatch.setattr(fast, "_DISABLED", True)
+    wrong = fast.rounded("bce_with_logits", "float32", x, 1.0)
+    assert not np.array_equal(right, wrong)
+    assert wrong[1] == 2.0 ** 24  # the tie rounded to even, the tail ignored
+
+
+def test_double_double_tier_certifies_soft_labels():
+    """y = 0.3: fl(1 - y) x lies within 2**-54 of a float32 tie for many x; the
+    double-double tier settles them without mpmath."""
+    rng = np.random.default_rng(4)
+    x = np.abs(f32_bits(rng, 4000))
+    x = x[np.isfinite(x)]
+    fast.reset_stats()
+    fast.rounded("bce_with_logits", "float32", x, 0.3)
+    assert fast.STATS["tier2"] > 20
+    assert fast.STATS["uncertain"] <= 2
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def test_vectorized_rounded_dispatches_and_shapes():
+    x = np.linspace(-30, 30, 64, dtype=np.float32).reshape(8, 8)
+    y = np.array([0.0, 0.25, 1.0, 0.5, 0.0, 1.0, 0.75, 0.1])
+    fast.reset_stats()
+    got = vectorized.rounded("bce_with_logits", "bfloat16", x, y, weight=2.0, grad=True)
+    assert fast.STATS["points"] == 64 and got.shape == (8, 8)
+    want = vectorized._rounded_mpmath("bce_with_logits", "bfloat16", x, y, weight=2.0,
+                                      grad=True)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+    with pytest.raises(ValueError):
+        fast.rounded("bce", "float32", x, 0.5, pos_weight=2.0)
+    with pytest.raises(ValueError):
+        fast.rounded("nope", "float32", x, 0.5)
+
+
+def test_approx_parts_bound():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([f32_bits(rng, 300), rng.standard_normal(300) * 8])
+    y = rng.choice(np.array([0.0, 1.0, 0.3]), x.size)
+    for grad in (False, True):
+        hi, lo = fast.approx_parts("bce_with_logits", x, y, grad=grad)
+        ehi, elo = vectorized.exact_parts("bce_with_logits", x, y, grad=grad)
+        fin = np.isfinite(ehi) & (ehi != 0)
+        assert np.array_equal(np.isnan(hi), np.isnan(ehi))
+        assert np.array_equal(hi[~fin & ~np.isnan(ehi)], ehi[~fin & ~np.isnan(ehi)])
+        err = np.abs((hi[fin] - ehi[fin]) + (lo[fin] - elo[fin]))
+        assert np.all(err <= 2.0 ** -40 * np.abs(ehi[fin]))
