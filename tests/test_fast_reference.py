@@ -160,6 +160,22 @@ def test_property_any_float32_points(points, grad, op):
     assert_same(op, grad, x, y, w, p)
 
 
+tiny_or_huge = st.one_of(st.floats(0, 2.0 ** -1000), st.floats(2.0 ** 190, 2.0 ** 210),
+                         st.sampled_from([5e-324, 2.0 ** -1022, 2.0 ** 200, 2.0 ** 256]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.floats(), tiny_or_huge, st.floats(-1e4, 1e4)),
+                          st.one_of(unit, tiny_or_huge), st.one_of(weights, tiny_or_huge),
+                          st.one_of(weights, tiny_or_huge)),
+                min_size=fast.MIN_FAST, max_size=30), st.booleans())
+def test_property_float64_underflow_edges(points, grad):
+    """float64 inputs at the domain's edges: subnormal targets/weights, |x| near 2**256."""
+    x, y, w, p = (np.array(c, dtype=np.float64) for c in zip(*points, strict=True))
+    x = np.where(np.arange(x.size) % 2 == 1, -x, x)
+    assert_same("bce_with_logits", grad, x, y, w, p)
+
+
 # --------------------------------------------------------------------------- the detector
 
 
