@@ -102,7 +102,7 @@ def soft_targets(dtype: str) -> np.ndarray:
     fmt = get_format(dtype)
     eps = math.ldexp(1.0, -fmt.precision)  # half-ulp of 1 just below 1
     pts = [0.5, 0.25, 0.1, 0.9, 1 - eps, 1 - 4 * eps, 2.0 ** -30, math.ldexp(1.0, fmt.emin),
-           4 * eps]
+           math.ldexp(1.0, fmt.quantum_exp), 4 * eps]
     return representable(pts, dtype)
 
 

@@ -72,7 +72,7 @@ def _cell(records: list[dict[str, Any]], skip: str | None, href: str | None) -> 
         if skip is None and records:
             skip = "skipped"
         return {"status": "skipped" if skip else "none", "known": False, "new": False,
-                "stale": False,
+                "stale": False, "share": "",
                 "label": "skip" if skip else "–", "title": skip or "not run", "href": None,
                 "ulp": None}
     status = worst_status(record_status(r) for r in live)
@@ -86,8 +86,12 @@ def _cell(records: list[dict[str, Any]], skip: str | None, href: str | None) -> 
             counts[s] += int(c or 0)
     title = f"{status}{' (known deviation)' if known else ''}; max {fmt_ulp(max_ulp)} ulp; " + \
         ", ".join(f"{s} {counts[s]}" for s in SEVERITY if counts.get(s))
+    total = sum(counts.values())
+    bad = total - counts.get("ok", 0)
+    share = "" if not total else ("all ok" if not bad else
+                                  f"{100 * bad / total:.2g}% of {total:,} off")
     return {"status": status, "known": known, "new": bool(failing) and not known,
-            "stale": stale, "label": fmt_ulp(max_ulp),
+            "stale": stale, "label": fmt_ulp(max_ulp), "share": share,
             "title": title, "href": href, "ulp": max_ulp}
 
 

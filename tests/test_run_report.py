@@ -1,0 +1,83 @@
+"""A real pytest run of the audit, in a subprocess: the report is written when the run
+fails and when it is interrupted, results.json validates, and every repro command
+reproduces its worst case bit for bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audit import results
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECTION = ["tests/stability/test_checks.py", "-p", "no:cacheprovider", "-q",
+             "--subjects", "torch.bce_with_logits", "--dtypes", "float32", "--devices", "cpu"]
+
+
+def _pytest(args: list[str], report_dir: Path, **kw) -> subprocess.Popen:  # noqa: ANN003
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "pytest", *args, "--report-dir",
+                             str(report_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("failed-run")
+    proc = _pytest([*SELECTION, "--no-contracts", "-k", "values or grads"], out)
+    stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stdout[-3000:]  # raw findings fail the run
+    return out
+
+
+def test_failed_run_writes_valid_report(failed_run: Path) -> None:
+    doc = results.load_results(failed_run)  # validates against the JSON Schema
+    assert doc["run"]["status"] == "failed"
+    checks = {(r["check"], r["outcome"]) for r in doc["records"]}
+    assert ("values", "failed") in checks and ("grads", "failed") in checks
+    assert doc["run"]["ftz"]["torch"], "flush-to-zero state must be observed"
+    html = (failed_run / "index.html").read_text()
+    assert "torch.bce_with_logits" in html and "probe" in html
+
+
+def test_worst_case_repro_is_bit_for_bit(failed_run: Path) -> None:
+    doc = results.load_results(failed_run)
+    for record in doc["records"]:
+        worst = record["worst"]
+        argv = shlex.split(worst["repro"])
+        assert argv[:4] == ["python", "-m", "audit", "probe"]
+        proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr
+        probe = json.loads(proc.stdout)
+        assert probe["observed"] == worst["observed"], (worst["repro"], probe)
+        assert probe["expected"] == worst["expected"]
+        assert probe["status"] == worst["status"]
+
+
+def test_interrupted_run_still_writes_report(tmp_path: Path) -> None:
+    proc = _pytest([*SELECTION, "--no-contracts", "-p", "no:randomly"], tmp_path,
+                   start_new_session=True)
+    deadline = time.monotonic() + 240
+    parts = tmp_path / ".records"
+    while time.monotonic() < deadline:  # wait for the first measured record
+        if any(p.stat().st_size for p in parts.glob("*.jsonl")) if parts.exists() else False:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no record was written in time")
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=240)
+    doc = results.load_results(tmp_path)
+    assert doc["run"]["status"] == "interrupted"
+    assert doc["records"], "records measured before the interrupt must be kept"
+    assert (tmp_path / "index.html").exists()
