@@ -119,7 +119,7 @@ def fallback_share() -> float:
 # --------------------------------------------------------------------------- rounding
 
 
-def round_array(v: np.ndarray, fmt: Format) -> np.ndarray:
+def round_array(v: np.ndarray, fmt: Format, nonneg: bool = False) -> np.ndarray:
     """Correct round-to-nearest-even of finite float64 values into fmt (float64 out).
 
     Normal range: integer rounding of the float64 bit pattern at bit 53 - precision
@@ -128,9 +128,10 @@ def round_array(v: np.ndarray, fmt: Format) -> np.ndarray:
     float64 addition. Overflow: a result above max_finite (i.e. |v| >= max + ulp/2
     after rounding with unbounded exponent, IEEE semantics) becomes inf. Sign (and
     -0.0 for negative underflow) is copied from v. No ml_dtypes cast: float64 ->
-    bfloat16 through float32 would round twice.
+    bfloat16 through float32 would round twice. nonneg: v holds no negative value
+    and no -0.0 (saves two passes).
     """
-    a = np.abs(v)
+    a = v if nonneg else np.abs(v)
     s = 53 - fmt.precision
     mag = a.view(np.uint64)
     q = mag >> np.uint64(s)
@@ -144,7 +145,7 @@ def round_array(v: np.ndarray, fmt: Format) -> np.ndarray:
         c = math.ldexp(1.0, fmt.emin - fmt.precision + 53)
         r = np.where(sub, (a + c) - c, r)
     np.copyto(r, np.inf, where=r > fmt.max_finite)
-    return np.copysign(r, v, out=r)
+    return r if nonneg else np.copysign(r, v, out=r)
 
 
 # --------------------------------------------------------------------------- self-check
@@ -180,8 +181,12 @@ def _exp_neg(a: np.ndarray) -> np.ndarray:
     """exp(-a), a >= 0, with 0 for a > 700: e**-700 < 2**-1009, so |c| e**-a < 2**-608
     (|c| <= 2**401 in the domain), inside ERR_ABS. Also keeps numpy's SIMD exp off its
     slow underflow lanes."""
-    e = np.exp(-np.minimum(a, 700.0))
-    np.copyto(e, 0.0, where=a > 700.0)
+    e = np.minimum(a, 700.0)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    big = a > 700.0
+    if big.any():
+        e[big] = 0.0
     return e
 
 
@@ -193,33 +198,49 @@ def _clamp(lo: np.ndarray, hi: np.ndarray, positive: Any, negative: Any) -> None
 
 def _logits(x: np.ndarray, a: np.ndarray, y: Any, w: Any, p: Any, grad: bool
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(v, lo, hi) for bce_with_logits on in-domain points (module docstring); a = |x|."""
+    """(v, lo, hi) for bce_with_logits on in-domain points (module docstring); a = |x|.
+
+    lo and hi include the outward margin (E is twice the proven bound) and the known
+    signs: losses are > 0; a gradient whose dyadic part is exactly 0 has the sign of T.
+    """
     e = _exp_neg(a)
     omy = 1.0 - y
     py = p * y
     c = w * (omy + py)
     pos = x >= 0
     if grad:
-        t = c * (e / (1.0 + e))
+        t = 1.0 + e
+        np.divide(e, t, out=t)
+        t *= c
         np.negative(t, out=t, where=pos)
         d = np.where(pos, w * omy, -(w * py))
         v = d + t
-        err = np.abs(d)
-        err += np.abs(t)
+        err = d - t  # d and t have opposite signs: |d - t| = |d| + |t|
+        np.abs(err, out=err)
         err *= ERR_REL
         err += ERR_ABS
         lo, hi = v - err, v + err
         # exact D = 0 (tested on the inputs: the computed d may underflow): V = T
-        _clamp(lo, hi, ~pos & ((p == 0) | (y == 0)), pos & (y == 1))
+        positive = ~pos & ((p == 0) | (y == 0))
+        negative = pos & (y == 1)
+        if np.any(positive):
+            np.copyto(lo, 0.0, where=positive & (lo <= 0))
+        if np.any(negative):
+            np.copyto(hi, -0.0, where=negative & (hi >= 0))
     else:
-        t = c * np.log1p(e)
-        d = a * np.where(pos, omy, py)
-        d *= w
+        t = np.log1p(e)
+        t *= c
+        d = np.where(pos, omy, py)
+        d *= a
+        if not (np.ndim(w) == 0 and w == 1):
+            d *= w
         v = d + t
-        err = v * ERR_REL
-        err += ERR_ABS
-        lo, hi = v - err, v + err
-        np.copyto(lo, 0.0, where=lo <= 0)  # V > 0
+        # V > 0. lo = v (1 - ERR_REL) - ERR_ABS is never -0.0, so maximum gives +0.0
+        lo = v * (1.0 - ERR_REL)
+        lo -= ERR_ABS
+        np.maximum(lo, 0.0, out=lo)
+        hi = v * (1.0 + ERR_REL)
+        hi += ERR_ABS
     return v, lo, hi
 
 
@@ -393,13 +414,16 @@ def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: An
             ok = (hi - lo) <= APPROX_REL * np.abs(v)
             out = v
         else:
-            out = round_array(lo, fmt)
-            ok = out.view(np.uint64) == round_array(hi, fmt).view(np.uint64)
+            nonneg = not grad  # losses: lo >= +0.0 (garbage outside the domain is replaced)
+            out = round_array(lo, fmt, nonneg)
+            ok = out.view(np.uint64) == round_array(hi, fmt, nonneg).view(np.uint64)
             if _DISABLED:
                 ok[:] = True
                 out = round_array(v, fmt)
-        status = np.where(dom, np.where(ok, 0, 2), 1).astype(np.int8)
+        status = ok.view(np.int8) ^ np.int8(1)
+        status <<= 1  # 0 certified, 2 uncertain
         rest = np.flatnonzero(~dom)
+        status[rest] = 1
         if rest.size:
             sel = [a[rest] if np.ndim(a) else a for a in (x, y, w, p)]
             exact, value = _special(op, grad, *sel)
