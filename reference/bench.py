@@ -2,12 +2,13 @@
 
 The mpmath column times `losses.value` + `round_to` per point (no cache) on the first
 n points of each case; the fast column times `fast.rounded` on those same n points and
-on the whole FAST_POINTS stream they start (fresh cache, so its mpmath fallbacks are
-paid for). Disagreements are counted bit for bit on the n shared points.
+on the whole FAST_POINTS stream they start (best of 3, each with a cold point cache, so
+its mpmath fallbacks are paid for). Disagreements are counted bit for bit on the n shared points.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -65,10 +66,13 @@ def run(n: int = 20000) -> dict[str, dict[str, float]]:
         vectorized.point.cache_clear()
         t_fast, got = _timed(lambda op=op, grad=grad, x=x, y=y: fast.rounded(
             op, "float32", x, y, grad=grad))
-        vectorized.point.cache_clear()
-        fast.reset_stats()
-        t_big, _ = _timed(lambda op=op, grad=grad, x=x_big, y=y: fast.rounded(
-            op, "float32", x, y, grad=grad))
+        t_big = math.inf
+        for _ in range(3):  # best of 3, each with a cold point cache
+            vectorized.point.cache_clear()
+            fast.reset_stats()
+            t, _ = _timed(lambda op=op, grad=grad, x=x_big, y=y: fast.rounded(
+                op, "float32", x, y, grad=grad))
+            t_big = min(t_big, t)
         share = fast.fallback_share()
         bad = int(np.count_nonzero(got.view(np.uint64) != want.view(np.uint64)))
         r = {"mpmath": n / t_mp, "fast": n / t_fast, "fast_big": x_big.size / t_big,

@@ -380,21 +380,37 @@ def _domain(op: str, grad: bool, x: np.ndarray, ax: np.ndarray, y: Any, w: Any, 
     return (x > 0) & (x < 1) & (((w > 0) & (w <= BIG)) & ((y >= 0) & (y <= 1)))
 
 
-def _special(op: str, grad: bool, x: np.ndarray, y: Any, w: Any, p: Any
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact results outside the domain: (mask, value) for NaN and exact zeros, the
-    same rules, in the same order, as losses.logits_form / prob_form."""
+def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any,
+             p: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Exact results outside the domain: (mask, value) for NaN, exact zeros and the
+    bce limits at q in {0, 1}, the same rules, in the same order, as
+    losses.logits_form / prob_form (limits.py for q in {0, 1}: with 0 <= y <= 1 and
+    0 < w < inf, the loss is 0 where the log term vanishes (q = y) and +inf otherwise;
+    the gradient is w at q = y = 0, -w at q = y = 1, -inf at q = 0 < y, +inf at
+    q = 1 > y)."""
     if op == "bce_with_logits":
         nan = np.isnan(x) | np.isnan(y) | np.isnan(w) | np.isnan(p)
         finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & np.isfinite(p)
         zero = ~nan & ((w == 0) | (finite & (y == 1) & (p == 0)))
-    else:
-        nan = np.isnan(y) | np.isnan(w) | ~((x >= 0) & (x <= 1))
-        zero = ~nan & (w == 0)
-        if grad:  # q == y inside (0, 1): the rational gradient is exactly 0
-            zero |= ~nan & (x == y) & (x > 0) & (x < 1) & np.isfinite(w)
-    nan, zero = np.broadcast_arrays(nan, zero)
-    return nan | zero, np.where(nan, np.nan, 0.0)
+        nan, zero = np.broadcast_arrays(nan, zero)
+        return nan | zero, np.where(nan, np.nan, 0.0)
+    nan = np.isnan(y) | np.isnan(w) | ~((x >= 0) & (x <= 1))
+    zero = ~nan & (w == 0)
+    if grad:  # q == y inside (0, 1): the rational gradient is exactly 0
+        zero |= ~nan & (x == y) & (x > 0) & (x < 1) & np.isfinite(w)
+    edge = ~nan & ~zero & (w > 0) & (w < np.inf) & (y >= 0) & (y <= 1) & ((x == 0) | (x == 1))
+    nan, zero, edge = np.broadcast_arrays(nan, zero, edge)
+    value = np.where(nan, np.nan, 0.0)
+    if edge.any():
+        at = x == y
+        if grad:
+            ww = np.broadcast_to(np.asarray(w, dtype=np.float64), x.shape)
+            ww = ww if fmt is None else round_array(ww, fmt)
+            lim = np.where(at, np.where(x == 0, ww, -ww), np.where(x == 0, -np.inf, np.inf))
+        else:
+            lim = np.where(at, 0.0, np.inf)
+        value = np.where(edge, lim, value)
+    return nan | zero | edge, value
 
 
 def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any
@@ -426,7 +442,7 @@ def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: An
         status[rest] = 1
         if rest.size:
             sel = [a[rest] if np.ndim(a) else a for a in (x, y, w, p)]
-            exact, value = _special(op, grad, *sel)
+            exact, value = _special(op, grad, fmt, *sel)
             hit = rest[exact]
             out[hit] = value[exact]
             v[hit] = value[exact]
@@ -527,14 +543,19 @@ APPROX_REL = 2.0 ** -40
 
 def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
                  grad: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Double-double-like (hi, lo) with |hi + lo - V| <= 2**-40 |V| at every point.
+    """(hi, lo) with |hi + lo - V| <= 2**-41 |V| at every point: for the ulp measure.
 
-    Not exact_parts' contract (hi is NOT certified to be the correctly rounded float64):
-    enough for measuring ulp error in float32 and narrower (an error of at most 2**-16
-    ulp of float32). Fast points: hi = the float64 estimate v with its certified bound
-    E <= 2**-40 |v| ... proven as in the module docstring, lo = 0. Points with a wider
-    bound (cancellation, underflow, outside the domain) come from vectorized.exact_parts
-    (exact hi, lo). Exact zeros are exactly 0 and NaN stays NaN.
+    NOT exact_parts' contract: hi is not certified to be the correctly rounded float64
+    (that needs ~106 bits; float64 kernels give ~41). Enough to grade ulp error in
+    float32 and narrower: the measured ulp error is off by at most 2**-17 ulp of
+    float32 (2**-33 of float16), except that a value within 2**-41 of a power of two
+    may get the neighbouring binade's ulp (a factor of 2 on an error that is then
+    reported as ~0.5 ulp or less anyway). Statuses must come from `rounded`.
+    Fast points: hi = the float64 estimate v, lo = 0, accepted only when the certified
+    interval has hi - lo <= 2**-40 |v|, i.e. |v - V| <= E/2 <= 2**-42 |v|. Points with a
+    wider bound (cancellation, underflow, outside the domain) come from
+    vectorized.exact_parts (certified hi, lo). Exact zeros are 0, NaN stays NaN, and
+    +-inf only where exact_parts gives it.
     """
     from .vectorized import exact_parts
 

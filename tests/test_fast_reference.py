@@ -255,3 +255,14 @@ def test_approx_parts_bound():
         assert np.array_equal(hi[~fin & ~np.isnan(ehi)], ehi[~fin & ~np.isnan(ehi)])
         err = np.abs((hi[fin] - ehi[fin]) + (lo[fin] - elo[fin]))
         assert np.all(err <= 2.0 ** -40 * np.abs(ehi[fin]))
+
+
+def test_probability_edges_and_specials():
+    """q in {0, 1}, NaN, out-of-range q, zero weights: exact rules without mpmath."""
+    q = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, np.nan, -0.5, 1.5, 0.25, 0.5, np.inf] * 2)
+    y = np.array([0.0, 1.0, 1.0, 0.0, 0.3, 0.3, 0.5, 0.5, 0.5, 0.25, 0.5, 0.0] * 2)
+    for w in (1.5, 0.1, 0.0, np.array([1.0, 3.0, 0.0, 7.0] * 6)):
+        for grad in (False, True):
+            fast.reset_stats()
+            assert_same("bce", grad, q, y, w)
+            assert fast.STATS["domain"] == 0
