@@ -75,6 +75,10 @@ def is_zero(v: Number) -> bool:
     return v == ZERO if isinstance(v, tuple) else v == 0
 
 
+def _fraction(v: Number) -> Fraction:
+    return v if isinstance(v, Fraction) else exact.to_fraction(v)
+
+
 def _approx(v: Number, w: int) -> Tuple:
     if isinstance(v, Fraction):
         return libmp.from_rational(v.numerator, v.denominator, w, libmp.round_nearest)
@@ -203,6 +207,12 @@ def evaluate(form: Linear) -> Tuple:
     """A representative of V: 110 correct bits, correctly rounded in every format."""
     d = as_dyadic(form.constant)
     terms = tuple((as_dyadic(c), k, a) for c, k, a in form.terms if not is_zero(c))
+    if any(k == SIGMOID_NEG and a == ZERO for _, k, a in terms):
+        # sigmoid(0) = 1/2 is dyadic: fold it into the constant, or Ziv would never end
+        half = sum((_fraction(c) / 2 for c, k, a in terms if k == SIGMOID_NEG and a == ZERO),
+                   Fraction(0))
+        d = as_dyadic(_fraction(d) + half) if not exact.is_special(d) else d
+        terms = tuple(t for t in terms if not (t[1] == SIGMOID_NEG and t[2] == ZERO))
     if not terms:
         return rational_representative(d) if isinstance(d, Fraction) else d
     if not isinstance(d, Fraction) and d != ZERO:

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import example, given, note, target
 
 from audit import subjects
-from audit.checks import Case
+from audit.checks import Case, exact_for_grading
 from audit.contracts import judge
 from audit.grading import grade
 from audit.records import repro_command
-from reference import exact_parts, rounded
+from reference import rounded
 from tests.strategies import any_batches, round_batch
 
 CHECKS = ("values", "grads")
@@ -57,7 +57,7 @@ def test_search(case: Case, audit, batch, probs) -> None:
         note(f"framework raised {type(e).__name__}: {e}")
     kw = {"weight": pts["w"], "pos_weight": pts["p"], "grad": grad}
     expected = rounded(subject.reference_op, case.dtype, pts["x"], pts["y"], **kw)
-    parts = exact_parts(subject.reference_op, pts["x"], pts["y"], **kw)
+    parts = exact_for_grading(subject.reference_op, case.dtype, pts["x"], pts["y"], **kw)
     g = grade(observed, expected, *parts, case.dtype, audit.budgets[case.dtype])
     finite = g.ulp[np.isfinite(g.ulp)]
     if finite.size:
