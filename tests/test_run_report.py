@@ -22,7 +22,7 @@ SELECTION = ["tests/stability/test_checks.py", "-p", "no:cacheprovider", "-q",
              "--subjects", "torch.bce_with_logits", "--dtypes", "float32", "--devices", "cpu"]
 
 
-def _pytest(args: list[str], report_dir: Path, **kw) -> subprocess.Popen:  # noqa: ANN003
+def _pytest(args: list[str], report_dir: Path, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "pytest", *args, "--report-dir",
                              str(report_dir)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
