@@ -42,6 +42,7 @@ class Contract:
     devices: tuple[str, ...] = ("*",)
     reductions: tuple[str, ...] = ("*",)
     link: str | None = None
+    max_ulp: float | None = None  # for "inaccurate": the declared worst error
     _tree: ast.Expression = field(default=None, repr=False, compare=False)  # type: ignore
 
     def applies(self, subject: str, check: str, dtype: str, device: str, reduction: str
@@ -59,7 +60,9 @@ class Contract:
         return np.broadcast_to(np.asarray(out, dtype=bool), points["x"].shape)
 
     def as_record(self) -> dict:
-        return {"id": self.id, "status": "|".join(self.status), "region": self.region,
+        region = self.region if self.max_ulp is None else \
+            f"{self.region} (at most {self.max_ulp:g} ulp)"
+        return {"id": self.id, "status": "|".join(self.status), "region": region,
                 "reason": self.reason, "link": self.link}
 
 
@@ -151,7 +154,7 @@ def load(path: Path = CONTRACTS_FILE) -> list[Contract]:
                      region=entry["region"], reason=entry["reason"],
                      devices=_tuple(entry.get("devices", "*")),
                      reductions=_tuple(entry.get("reductions", "*")),
-                     link=entry.get("link"), _tree=tree)
+                     link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
         c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
                    "float32")  # validates the expression now, not mid-run
         out.append(c)
@@ -173,15 +176,18 @@ class Verdict:
 
 
 def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Contract],
-          dtype: str, strict: bool = True) -> Verdict:
+          dtype: str, strict: bool = True, ulp: np.ndarray | None = None) -> Verdict:
     """Match non-ok points to contracts. `strict`: unobserved contracts are failures
-    (only on deterministic inputs; Hypothesis draws are judged with strict=False)."""
+    (only on deterministic inputs; Hypothesis draws are judged with strict=False).
+    A contract with `max_ulp` explains only points whose ulp error stays within it."""
     bad = status != "ok"
     explained_by = np.full(status.shape, "", dtype=object)
     matched, unobserved = [], []
     for c in applicable:
         hit = bad & (explained_by == "") & c.contains(points, dtype) & \
             np.isin(status, list(c.status))
+        if c.max_ulp is not None and ulp is not None:
+            hit &= ulp <= c.max_ulp
         explained_by[hit] = c.id
         (matched if hit.any() else unobserved).append(c)
     return Verdict(bad & (explained_by == ""), matched, unobserved if strict else [],

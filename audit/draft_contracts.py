@@ -74,8 +74,10 @@ def _fmt(v: float) -> str:
     return repr(float(v)) if np.isfinite(v) else ("inf" if v > 0 else "-inf")
 
 
-def _runs(xs: np.ndarray, bad: np.ndarray) -> list[tuple[float | None, float | None]]:
-    """Exclusive bounds around each run of bad x values (None = unbounded)."""
+def _runs(xs: np.ndarray, bad: np.ndarray, hull: bool = False
+          ) -> list[tuple[float | None, float | None]]:
+    """Exclusive bounds around each run of bad x values (None = unbounded); one hull
+    over all runs when `hull` (or when the runs are fragmented)."""
     out = []
     i = 0
     while i < xs.size:
@@ -89,7 +91,7 @@ def _runs(xs: np.ndarray, bad: np.ndarray) -> list[tuple[float | None, float | N
         hi = xs[j + 1] if j + 1 < xs.size else None
         out.append((lo, hi))
         i = j + 1
-    if len(out) > 4:  # fragmented: one hull, still widened to the passing neighbours
+    if len(out) > 4 or (hull and out):  # one hull, still widened to the passing neighbours
         out = [(out[0][0], out[-1][1])]
     return out
 
@@ -107,8 +109,12 @@ TARGET_CLASSES = (("y == 0", lambda y: y == 0), ("y == 1", lambda y: y == 1),
                   ("y > 0 and y < 1", lambda y: (y > 0) & (y < 1)))
 
 
-def region(points: dict[str, np.ndarray], mask: np.ndarray) -> str:
-    """Readable region covering every masked point."""
+def region(points: dict[str, np.ndarray], mask: np.ndarray, hull: bool = False) -> str:
+    """Readable region covering every masked point.
+
+    `hull`: inaccuracy is scattered (a few ulps here and there), so grid points cannot
+    delimit it; its region is the hull of the failing logits per target class, so a
+    search drawing between grid points stays inside."""
     pieces = []
     for cond, select in TARGET_CLASSES:
         cls = select(points["y"])
@@ -116,13 +122,19 @@ def region(points: dict[str, np.ndarray], mask: np.ndarray) -> str:
             continue
         xs = np.unique(points["x"][cls])
         bad_x = np.unique(points["x"][mask & cls])
-        runs = _runs(xs, np.isin(xs, bad_x))
+        runs = _runs(xs, np.isin(xs, bad_x), hull)
         xs_cond = " or ".join(f"({_interval(lo, hi)})" for lo, hi in runs)
         pieces.append(f"({cond}) and ({xs_cond})" if len(runs) > 1 else
                       f"{cond} and {xs_cond}")
     if len(pieces) == 1:
         return pieces[0]
     return " or ".join(f"({p})" for p in pieces)
+
+
+def target_classes(points: dict[str, np.ndarray], mask: np.ndarray) -> str:
+    """The target classes (y == 0, y == 1, soft) that hold masked points, any logit."""
+    conds = [cond for cond, select in TARGET_CLASSES if (mask & select(points["y"])).any()]
+    return " or ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
 
 
 def _toml_str(s: str) -> str:
@@ -145,7 +157,18 @@ def draft(cases: list[Case]) -> str:
         status = res.graded.status
         for st in sorted(set(status.tolist()) - {"ok"}):
             mask = status == st
-            reg = "x == x or isnan(x)" if case.check == "reduced" else region(res.points, mask)
+            max_ulp = None
+            if case.check == "reduced":
+                reg = "x == x or isnan(x)"
+            elif st == "inaccurate":
+                # scattered by nature: every logit of the target classes where it was seen,
+                # bounded instead by a declared worst error (4x the measured, power of 2)
+                reg = target_classes(res.points, mask)
+                worst = float(np.max(res.graded.ulp[mask]))
+                max_ulp = float(2.0 ** np.ceil(np.log2(4 * worst))) if np.isfinite(worst) \
+                    else None
+            else:
+                reg = region(res.points, mask)
             reason, link = reason_for(case.subject, case.quantity, st)
             red = "" if case.reduction == "none" else f" {case.reduction}"
             cid = f"{case.subject}[{case.dtype}-{case.device}] {case.check}{red} -> {st}"
@@ -159,6 +182,7 @@ def draft(cases: list[Case]) -> str:
                 f"reductions = [{_toml_str(case.reduction)}]",
                 f"status = [{_toml_str(st)}]",
                 f"region = {_toml_str(reg)}",
+                *([f"max_ulp = {max_ulp!r}"] if max_ulp is not None else []),
                 f"reason = {_toml_str(f'{reason} ({int(mask.sum())} of {mask.size} points)')}",
             ]
             if link:

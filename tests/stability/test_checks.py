@@ -54,7 +54,8 @@ def test_check(case: Case, audit, request: pytest.FixtureRequest) -> None:
     budget = audit.budgets[case.dtype]
     run = run_reduced_case if case.check == "reduced" else run_case
     out = run(subject, case, budget)
-    verdict = judge(out.graded.status, out.points, audit.applicable(case), case.dtype)
+    verdict = judge(out.graded.status, out.points, audit.applicable(case), case.dtype,
+                    ulp=out.graded.ulp)
     outcome = "failed" if not verdict.passed else ("xfailed" if verdict.matched else "passed")
     record = build_record(out, verdict, outcome, request.node.nodeid)
     audit.collector.add(record)

@@ -62,7 +62,8 @@ def test_search(case: Case, audit, batch, probs) -> None:
     finite = g.ulp[np.isfinite(g.ulp)]
     if finite.size:
         target(float(np.max(finite)), label="max finite ulp error")
-    verdict = judge(g.status, pts, audit.applicable(case), case.dtype, strict=False)
+    verdict = judge(g.status, pts, audit.applicable(case), case.dtype, strict=False,
+                    ulp=g.ulp)
     bad = np.flatnonzero(verdict.unexplained)
     if bad.size:
         i = int(bad[np.argmax(np.nan_to_num(g.ulp[bad], posinf=1e308))])

@@ -84,7 +84,8 @@ def test_special_case(special, audit) -> None:
     if g.status[0] == "ok":
         return
     pts = {"x": np.array([x]), "y": np.array([y]), "w": np.ones(1), "p": np.ones(1)}
-    verdict = judge(g.status, pts, audit.applicable(case), case.dtype, strict=False)
+    verdict = judge(g.status, pts, audit.applicable(case), case.dtype, strict=False,
+                    ulp=g.ulp)
     got = error or f"observed {float(observed[0])!r}"
     if verdict.unexplained.any():
         pytest.fail(f"{tid}: {g.status[0]}, {got} (ulp {g.ulp[0]:.3g})\nrepro: "
