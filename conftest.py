@@ -91,6 +91,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("--report-dir"):
             run_dir = base
             run_dir.mkdir(parents=True, exist_ok=True)
+            import shutil
+
+            from audit.session import PARTS
+
+            shutil.rmtree(run_dir / PARTS, ignore_errors=True)  # a reused dir: this run only
         else:
             run_dir = results.new_run_dir(base)
         worker = "main"
