@@ -28,10 +28,20 @@ _NAMES = np.array(STATUSES)  # fixed-width strings: vectorized comparisons, no o
 class Graded:
     """Per-point grading of one batch (all arrays have the batch's length)."""
 
-    status: np.ndarray    # status names (fixed-width unicode)
+    code: np.ndarray      # int8 index into STATUSES (= severity rank, 0 worst)
     ulp: np.ndarray       # float64, inf for class mismatches
     ordinal: np.ndarray   # float64 (exact integers up to 2**53; -1 = undefined, NaN)
     bits: np.ndarray      # float64
+
+    @property
+    def status(self) -> np.ndarray:
+        """Status names (built on demand: hot paths work on `code`)."""
+        return _NAMES[self.code]
+
+    def set_error(self, index: int) -> None:
+        """The framework raised for this point."""
+        self.code[index] = 0
+        self.ulp[index] = np.inf
 
 
 def ulp_exponent(hi: np.ndarray, dtype: str) -> np.ndarray:
@@ -97,9 +107,9 @@ def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo:
     """Status per point, checked in DESIGN.md order. observed None = the framework raised."""
     n = len(expected)
     if observed is None:
-        status = np.full(n, "error", dtype=_NAMES.dtype)
         inf = np.full(n, np.inf)
-        return Graded(status, inf, np.full(n, -1.0), np.full(n, float(get_format(dtype).width)))
+        width = float(get_format(dtype).width)
+        return Graded(np.zeros(n, dtype=np.int8), inf, np.full(n, -1.0), np.full(n, width))
     o = np.asarray(observed, dtype=np.float64)
     x = np.asarray(expected, dtype=np.float64)
     ulp = ulp_errors(o, x, hi, lo, dtype)
@@ -117,4 +127,4 @@ def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo:
         ulp > budget,
     ]
     codes = np.select(conditions, np.arange(1, 7, dtype=np.int8), default=np.int8(7))
-    return Graded(_NAMES[codes], ulp, ordinal, bits)
+    return Graded(codes.astype(np.int8), ulp, ordinal, bits)

@@ -414,7 +414,8 @@ def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: 
 
 
 def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any,
-           abs_tol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           abs_tol: float = 0.0, rel_tol: float = 0.0
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One chunk: (result, status, v). status 0 = certified (or exact), 1 = outside the
     fast domain, 2 = interval not inside one rounding cell. fmt None: no rounding,
     status 2 marks a relative bound worse than APPROX_REL (approx_parts)."""
@@ -427,7 +428,7 @@ def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: An
         else:
             v, lo, hi = _prob(x, y, w, grad)
         if fmt is None:
-            ok = (hi - lo) <= APPROX_REL * np.abs(v) + abs_tol
+            ok = (hi - lo) <= (rel_tol or APPROX_REL) * np.abs(v) + abs_tol
             out = v
         else:
             nonneg = not grad  # losses: lo >= +0.0 (garbage outside the domain is replaced)
@@ -479,7 +480,8 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
 
 
 def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any],
-         abs_tol: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         abs_tol: float = 0.0, rel_tol: float = 0.0
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
@@ -488,7 +490,7 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
     for s in range(0, n, CHUNK):
         part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
         out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = _chunk(
-            op, grad, fmt, *part, abs_tol=abs_tol)
+            op, grad, fmt, *part, abs_tol=abs_tol, rel_tol=rel_tol)
     if fmt is not None and op == "bce_with_logits":
         idx = np.flatnonzero(status == 2)
         if idx.size:
@@ -544,10 +546,13 @@ APPROX_REL = 2.0 ** -39
 
 
 def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
-                 grad: bool = False, abs_tol: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 grad: bool = False, abs_tol: float = 0.0, rel_tol: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) with |hi + lo - V| <= 2**-40 |V| + abs_tol at every point: for the
     ulp measure. Grading a dtype passes abs_tol far below its smallest subnormal, so
-    values that underflow it need no mpmath at all.
+    values that underflow it need no mpmath at all, and may trade relative accuracy
+    for speed with rel_tol (|hi + lo - V| <= rel_tol/2 |V| + abs_tol): a gradient's
+    moderate cancellation then stays on the fast path.
 
     NOT exact_parts' contract: hi is not certified to be the correctly rounded float64
     (that needs ~106 bits; float64 kernels give ~41). Enough to grade ulp error in
@@ -568,7 +573,7 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
     if prepared is None or not libm_ok():
         return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    _, status, v = _run(op, grad, None, shape, flat, abs_tol)
+    _, status, v = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
     lo = np.zeros_like(v)
     idx = np.flatnonzero(status)
     if idx.size:
