@@ -108,14 +108,15 @@ def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
     use_w = CHECKS[case.check][1] and subject.weight
     use_p = CHECKS[case.check][1] and subject.pos_weight
 
+    def run(x: np.ndarray, y: np.ndarray, w: np.ndarray, p: np.ndarray) -> np.ndarray:
+        kw = {"weight": _padded(w) if use_w else None, "pos_weight": _padded(p) if use_p else None}
+        out = subject.evaluate(case.dtype, case.device, _padded(x), _padded(y),
+                               reduction=reduction, grad=case.quantity == "grad", **kw)
+        return np.asarray(out, dtype=np.float64)[: x.size]
+
     def call(idx: np.ndarray) -> None:
-        kw = {"weight": _padded(pts["w"][idx]) if use_w else None,
-              "pos_weight": _padded(pts["p"][idx]) if use_p else None}
         try:
-            out = subject.evaluate(case.dtype, case.device, _padded(pts["x"][idx]),
-                                   _padded(pts["y"][idx]), reduction=reduction,
-                                   grad=case.quantity == "grad", **kw)
-            observed[idx] = np.asarray(out, dtype=np.float64)[: idx.size]
+            observed[idx] = run(*(pts[k][idx] for k in ("x", "y", "w", "p")))
         except Exception as e:  # a framework error is a finding, never a crash
             if idx.size == 1:
                 errors[int(idx[0])] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -124,31 +125,37 @@ def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
                 call(idx[:half])
                 call(idx[half:])
 
-    call(np.arange(n))
+    try:  # the whole batch in one call: no index copies on the common path
+        observed[:] = run(pts["x"], pts["y"], pts["w"], pts["p"])
+    except Exception:
+        call(np.arange(n))
     return observed, errors
 
 
 def reference_values(op: str, dtype: str, pts: dict[str, np.ndarray], grad: bool
                      ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """(expected, (hi, lo)): the correctly rounded value in the dtype, and the exact value
+    as precise as the dtype's ulp measure needs: fast parts within 2**-31 relative for
+    float32 and narrower (the measured ulp error is then off by at most 2**-8 ulp of
+    float32), the certified double-double for float64. Statuses never depend on the
+    parts: they come from the correctly rounded `expected`."""
     args = (pts["x"], pts["y"])
     kw = {"weight": pts["w"], "pos_weight": pts["p"], "grad": grad}
-    expected = reference.rounded(op, dtype, *args, **kw)
-    return expected, exact_for_grading(op, dtype, *args, **kw)
+    if dtype == "float64":
+        return reference.rounded(op, dtype, *args, **kw), reference.exact_parts(op, *args, **kw)
+    from reference.fast import rounded_and_parts
+    from reference.formats import get_format
+
+    tol = math.ldexp(1.0, get_format(dtype).quantum_exp - 40)  # 2**-40 subnormal ulps
+    return rounded_and_parts(op, dtype, *args, abs_tol=tol, rel_tol=2.0 ** -30, **kw)
 
 
 def exact_for_grading(op: str, dtype: str, *args: np.ndarray, **kw: object
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(hi, lo) of the exact values, as precise as the dtype's ulp measure needs:
-    fast parts within 2**-31 relative for float32 and narrower (the measured ulp error is
-    then off by at most 2**-8 ulp of float32), the certified double-double for float64.
-    Statuses never depend on these: they come from the correctly rounded `expected`."""
-    if dtype == "float64":
-        return reference.exact_parts(op, *args, **kw)
-    from reference.fast import approx_parts
-    from reference.formats import get_format
-
-    tol = math.ldexp(1.0, get_format(dtype).quantum_exp - 40)  # 2**-40 subnormal ulps
-    return approx_parts(op, *args, abs_tol=tol, rel_tol=2.0 ** -30, **kw)
+    """The (hi, lo) half of reference_values."""
+    pts = {"x": args[0], "y": args[1], "w": kw.pop("weight", 1.0),
+           "p": kw.pop("pos_weight", 1.0)}
+    return reference_values(op, dtype, pts, bool(kw.pop("grad", False)))[1]
 
 
 def run_case(subject: Subject, case: Case, budget: float) -> Outcome:

@@ -114,7 +114,7 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         "counts": {str(s): int(c) for s, c in zip(statuses, counts, strict=True)},
         "max_ulp": to_json_value(float(np.max(finite_ulp))),
         "p99_ulp": to_json_value(float(np.percentile(finite_ulp, 99, method="higher"))),
-        "max_bits": float(np.max(g.bits)),
+        "max_bits": g.max_bits(),
         "correctly_rounded": float(np.mean(correct)),
         "worst": worst,
         "contract": contract,

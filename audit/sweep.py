@@ -70,7 +70,7 @@ class Accumulator:
         self.hist += np.histogram(ulp, bins=HIST_EDGES)[0]
         self.hist[-1] += int(np.isinf(ulp).sum())  # histogram drops inf; count it last
         self.max_ulp = max(self.max_ulp, float(ulp.max()))
-        self.max_bits = max(self.max_bits, float(g.bits.max()))
+        self.max_bits = max(self.max_bits, g.max_bits())
         self.correct += int(np.count_nonzero(observed == expected)
                             + np.count_nonzero(np.isnan(observed) & np.isnan(expected)))
         worst_code = int(g.code.min())

@@ -415,10 +415,11 @@ def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: 
 
 def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any,
            abs_tol: float = 0.0, rel_tol: float = 0.0
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One chunk: (result, status, v). status 0 = certified (or exact), 1 = outside the
-    fast domain, 2 = interval not inside one rounding cell. fmt None: no rounding,
-    status 2 marks a relative bound worse than APPROX_REL (approx_parts)."""
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk: (result, status, v, width). status 0 = certified (or exact), 1 = outside
+    the fast domain, 2 = interval not inside one rounding cell. fmt None: no rounding,
+    status 2 marks a relative bound worse than APPROX_REL (approx_parts). width = hi - lo
+    of the certified interval (0 for exact special values, inf outside the domain)."""
     n = x.shape[0]
     with np.errstate(all="ignore"):
         ax = np.abs(x)
@@ -439,8 +440,10 @@ def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: An
                 out = round_array(v, fmt)
         status = ok.view(np.int8) ^ np.int8(1)
         status <<= 1  # 0 certified, 2 uncertain
+        width = hi - lo
         rest = np.flatnonzero(~dom)
         status[rest] = 1
+        width[rest] = np.inf
         if rest.size:
             sel = [a[rest] if np.ndim(a) else a for a in (x, y, w, p)]
             exact, value = _special(op, grad, fmt, *sel)
@@ -448,7 +451,8 @@ def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: An
             out[hit] = value[exact]
             v[hit] = value[exact]
             status[hit] = 0
-    return out, status, v
+            width[hit] = 0.0
+    return out, status, v, width
 
 
 # --------------------------------------------------------------------------- public API
@@ -481,15 +485,16 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
 
 def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any],
          abs_tol: float = 0.0, rel_tol: float = 0.0
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
     status = np.empty(n, dtype=np.int8)
     v = np.empty(n)
+    width = np.empty(n)
     for s in range(0, n, CHUNK):
         part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
-        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = _chunk(
+        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK], width[s:s + CHUNK] = _chunk(
             op, grad, fmt, *part, abs_tol=abs_tol, rel_tol=rel_tol)
     if fmt is not None and op == "bce_with_logits":
         idx = np.flatnonzero(status == 2)
@@ -505,7 +510,7 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
     STATS["fast"] += int(np.count_nonzero(status == 0))
     STATS["domain"] += int(np.count_nonzero(status == 1))
     STATS["uncertain"] += int(np.count_nonzero(status == 2))
-    return out, status, v
+    return out, status, v, width
 
 
 def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
@@ -529,7 +534,7 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
         return vectorized._rounded_mpmath(op, fmt.name, input, target, weight=weight,
                                           pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    out, status, _ = _run(op, grad, fmt, shape, flat)
+    out, status, _, _ = _run(op, grad, fmt, shape, flat)
     memo: dict[tuple[float, float, float, float], float] = {}  # fallbacks often repeat
     for i in np.flatnonzero(status).tolist():
         key = _args(flat, i)
@@ -573,7 +578,7 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
     if prepared is None or not libm_ok():
         return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    _, status, v = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
+    _, status, v, _ = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
     lo = np.zeros_like(v)
     idx = np.flatnonzero(status)
     if idx.size:
@@ -582,3 +587,38 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
         v[idx] = h
         lo[idx] = low
     return v.reshape(shape), lo.reshape(shape)
+
+
+def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
+                      pos_weight: Any = 1, grad: bool = False, abs_tol: float = 0.0,
+                      rel_tol: float = APPROX_REL
+                      ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """`rounded(...)` and `approx_parts(...)` (same guarantees) from ONE interval
+    evaluation: grading needs both on every point."""
+    from .vectorized import exact_parts, point
+
+    fmt = get_format(dtype)
+    prepared = _prepare(op, input, target, weight, pos_weight)
+    if prepared is None or fmt.name not in FAST_DTYPES or not libm_ok():
+        kw = {"weight": weight, "pos_weight": pos_weight, "grad": grad}
+        return (rounded(op, dtype, input, target, **kw),
+                approx_parts(op, input, target, abs_tol=abs_tol, rel_tol=rel_tol, **kw))
+    shape, flat = prepared
+    out, status, v, width = _run(op, grad, fmt, shape, flat)
+    memo: dict[tuple[float, float, float, float], float] = {}
+    for i in np.flatnonzero(status).tolist():
+        key = _args(flat, i)
+        r = memo.get(key)
+        if r is None:
+            r = memo[key] = round_to(point(op, grad, *key), fmt)
+        out[i] = r
+    with np.errstate(invalid="ignore"):
+        loose = ~(width <= rel_tol * np.abs(v) + abs_tol)
+    lo = np.zeros_like(v)
+    idx = np.flatnonzero(loose)
+    if idx.size:
+        args = [a[idx] if np.ndim(a) else a for a in flat]
+        h, low = exact_parts(op, *args[:2], weight=args[2], pos_weight=args[3], grad=grad)
+        v[idx] = h
+        lo[idx] = low
+    return out.reshape(shape), (v.reshape(shape), lo.reshape(shape))

@@ -78,3 +78,25 @@ def test_statuses_in_design_order() -> None:
 def test_error_batch() -> None:
     g = grade(None, np.ones(3), np.ones(3), np.zeros(3), "float16", 1.0)
     assert g.status.tolist() == ["error"] * 3 and np.isinf(g.ulp).all()
+
+
+@pytest.mark.parametrize("op,grad", [("bce_with_logits", False), ("bce_with_logits", True),
+                                     ("bce", False), ("bce", True)])
+def test_rounded_and_parts_is_rounded_plus_approx_parts(op: str, grad: bool) -> None:
+    """The one-pass grading reference equals the two separate certified entry points."""
+    from reference import fast
+
+    rng = np.random.default_rng(5)
+    bits = rng.integers(0, 1 << 32, size=20000, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32).astype(np.float64)
+    x = x[~np.isnan(x)]
+    if op == "bce":
+        x = np.abs(x) / (1 + np.abs(x))
+        x = x.astype(np.float32).astype(np.float64)
+    y = rng.choice([0.0, 1.0, 0.25, 2.0 ** -30], size=x.size)
+    kw = {"grad": grad, "abs_tol": 2.0 ** -189, "rel_tol": 2.0 ** -30}
+    got, (hi, lo) = fast.rounded_and_parts(op, "float32", x, y, **kw)
+    np.testing.assert_array_equal(got, reference.rounded(op, "float32", x, y, grad=grad))
+    want_hi, want_lo = fast.approx_parts(op, x, y, **kw)
+    np.testing.assert_array_equal(hi, want_hi)
+    np.testing.assert_array_equal(lo, want_lo)
