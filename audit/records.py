@@ -13,7 +13,7 @@ from audit.results import to_json_value
 from reference.cli import exact_decimal
 from reference.vectorized import point
 
-MAX_PLOT_POINTS = 2000
+MAX_PLOT_POINTS = 1000
 
 
 def number_arg(v: float) -> str:
