@@ -197,3 +197,8 @@ def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Co
 def load_breakdowns(path: Path = CONTRACTS_FILE) -> list[dict]:
     """The declared [[breakdown]] logits of the two-step sigmoid_bce pipelines."""
     return tomllib.loads(path.read_text()).get("breakdown", [])
+
+
+def load_identical(path: Path = CONTRACTS_FILE) -> list[dict]:
+    """Declared [[identical]] subject pairs: the same kernel underneath, bit for bit."""
+    return tomllib.loads(path.read_text()).get("identical", [])
