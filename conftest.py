@@ -45,7 +45,8 @@ def _audit_options(config: pytest.Config) -> dict:
     from audit import frameworks
     from audit.dtypes import DTYPES, ULP_BUDGET
 
-    subjects_mod = __import__("audit.subjects", fromlist=["select"])
+    from audit import subjects as subjects_mod
+
     try:
         chosen = subjects_mod.select(frameworks=_csv(config.getoption("--frameworks")),
                                      subjects=_csv(config.getoption("--subjects")))

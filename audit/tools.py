@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ def _doc(records: list[dict], command: str, profile: str) -> dict:
                 "versions": {"python": platform.python_version(), **frameworks.versions()},
                 "platform": {"system": platform.system(), "machine": platform.machine(),
                              "processor": platform.processor() or platform.machine(),
-                             "cpu_count": __import__("os").cpu_count()},
+                             "cpu_count": os.cpu_count()},
                 "ftz": {}, "devices": frameworks.devices_available(), "skipped": []},
         "records": records, "equivalence": [], "breakdown": [], "comparison": None,
     }
