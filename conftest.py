@@ -43,9 +43,8 @@ def _csv(value: str | None) -> list[str] | None:
 def _audit_options(config: pytest.Config) -> dict:
     """Validate the audit options once; unknown values are usage errors naming them."""
     from audit import frameworks
-    from audit.dtypes import DTYPES, ULP_BUDGET
-
     from audit import subjects as subjects_mod
+    from audit.dtypes import DTYPES, ULP_BUDGET
 
     try:
         chosen = subjects_mod.select(frameworks=_csv(config.getoption("--frameworks")),
