@@ -114,21 +114,21 @@ def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
                                reduction=reduction, grad=case.quantity == "grad", **kw)
         return np.asarray(out, dtype=np.float64)[: x.size]
 
-    def call(idx: np.ndarray) -> None:
-        try:
-            observed[idx] = run(*(pts[k][idx] for k in ("x", "y", "w", "p")))
-        except Exception as e:  # a framework error is a finding, never a crash
-            if idx.size == 1:
-                errors[int(idx[0])] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-            else:
-                half = idx.size // 2
-                call(idx[:half])
-                call(idx[half:])
-
     try:  # the whole batch in one call: no index copies on the common path
         observed[:] = run(pts["x"], pts["y"], pts["w"], pts["p"])
     except Exception:
-        call(np.arange(n))
+        # bisect with an explicit stack: a recursive closure would be a reference cycle
+        # keeping every batch's arrays alive until the cyclic GC happens to run
+        stack = [np.arange(n)]
+        while stack:
+            idx = stack.pop()
+            try:
+                observed[idx] = run(*(pts[k][idx] for k in ("x", "y", "w", "p")))
+            except Exception as e:  # a framework error is a finding, never a crash
+                if idx.size == 1:
+                    errors[int(idx[0])] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                else:
+                    stack += [idx[idx.size // 2:], idx[: idx.size // 2]]
     return observed, errors
 
 

@@ -88,13 +88,14 @@ def cmd_sweep(argv: list[str]) -> int:
     if args.samples is not None and args.samples <= 0:
         raise UsageError("--samples must be positive")
     targets = [parse_number(t, args.dtype) for t in args.targets.split(",")]
-    try:
-        records = sweep(args.subject, args.dtype, device=args.device, targets=targets,
-                        exhaustive=args.exhaustive, samples=args.samples or 0,
-                        shard=_shard(args.shard), chunk=args.chunk, seed=args.seed,
-                        budget=args.max_ulp or ulp_budget(args.dtype), progress=not args.quiet)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    reason = subjects.get(args.subject).skip_reason(args.dtype, args.device)
+    if reason is not None:
+        raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: {reason}")
+    shard = _shard(args.shard)
+    records = sweep(args.subject, args.dtype, device=args.device, targets=targets,
+                    exhaustive=args.exhaustive, samples=args.samples or 0, shard=shard,
+                    chunk=args.chunk, seed=args.seed,
+                    budget=args.max_ulp or ulp_budget(args.dtype), progress=not args.quiet)
     run_dir = _write(_doc(records, "python -m audit sweep " + " ".join(argv), "sweep"), args.out)
     for r in records:
         print(f"{r['subject']} {r['dtype']} {r['quantity']}: n={r['n']:,} "
