@@ -517,6 +517,20 @@ def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
     return tuple(float(a[i]) if np.ndim(a) else float(a) for a in flat)  # type: ignore[return-value]
 
 
+def _round_fallbacks(op: str, grad: bool, fmt: Format, flat: list[Any], out: np.ndarray,
+                     status: np.ndarray) -> None:
+    """Points the fast path could not certify: the mpmath reference, in place."""
+    from .vectorized import point
+
+    memo: dict[tuple[float, float, float, float], float] = {}  # fallbacks often repeat
+    for i in np.flatnonzero(status).tolist():
+        key = _args(flat, i)
+        r = memo.get(key)
+        if r is None:
+            r = memo[key] = round_to(point(op, grad, *key), fmt)
+        out[i] = r
+
+
 def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
             pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
     """Same contract as vectorized.rounded (DESIGN.md section 3), bit for bit.
@@ -524,7 +538,6 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
     Certified float64 interval evaluation for float16/bfloat16/float32; the points it
     cannot certify (and every float64 target) go through the mpmath path.
     """
-    from .vectorized import point
 
     fmt = get_format(dtype)
     prepared = _prepare(op, input, target, weight, pos_weight)
@@ -535,13 +548,7 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
                                           pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
     out, status, _, _ = _run(op, grad, fmt, shape, flat)
-    memo: dict[tuple[float, float, float, float], float] = {}  # fallbacks often repeat
-    for i in np.flatnonzero(status).tolist():
-        key = _args(flat, i)
-        r = memo.get(key)
-        if r is None:
-            r = memo[key] = round_to(point(op, grad, *key), fmt)
-        out[i] = r
+    _round_fallbacks(op, grad, fmt, flat, out, status)
     return out.reshape(shape)
 
 
@@ -579,14 +586,22 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
         return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
     _, status, v, _ = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
+    lo = _certified_parts(op, grad, flat, v, np.flatnonzero(status))
+    return v.reshape(shape), lo.reshape(shape)
+
+
+def _certified_parts(op: str, grad: bool, flat: list[Any], v: np.ndarray, idx: np.ndarray
+                     ) -> np.ndarray:
+    """lo parts (0 on the fast path); points in idx get mpmath's certified (hi, lo) in place."""
+    from .vectorized import exact_parts
+
     lo = np.zeros_like(v)
-    idx = np.flatnonzero(status)
     if idx.size:
         args = [a[idx] if np.ndim(a) else a for a in flat]
         h, low = exact_parts(op, *args[:2], weight=args[2], pos_weight=args[3], grad=grad)
         v[idx] = h
         lo[idx] = low
-    return v.reshape(shape), lo.reshape(shape)
+    return lo
 
 
 def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
@@ -595,7 +610,6 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
                       ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """`rounded(...)` and `approx_parts(...)` (same guarantees) from ONE interval
     evaluation: grading needs both on every point."""
-    from .vectorized import exact_parts, point
 
     fmt = get_format(dtype)
     prepared = _prepare(op, input, target, weight, pos_weight)
@@ -605,20 +619,8 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
                 approx_parts(op, input, target, abs_tol=abs_tol, rel_tol=rel_tol, **kw))
     shape, flat = prepared
     out, status, v, width = _run(op, grad, fmt, shape, flat)
-    memo: dict[tuple[float, float, float, float], float] = {}
-    for i in np.flatnonzero(status).tolist():
-        key = _args(flat, i)
-        r = memo.get(key)
-        if r is None:
-            r = memo[key] = round_to(point(op, grad, *key), fmt)
-        out[i] = r
+    _round_fallbacks(op, grad, fmt, flat, out, status)
     with np.errstate(invalid="ignore"):
         loose = ~(width <= rel_tol * np.abs(v) + abs_tol)
-    lo = np.zeros_like(v)
-    idx = np.flatnonzero(loose)
-    if idx.size:
-        args = [a[idx] if np.ndim(a) else a for a in flat]
-        h, low = exact_parts(op, *args[:2], weight=args[2], pos_weight=args[3], grad=grad)
-        v[idx] = h
-        lo[idx] = low
+    lo = _certified_parts(op, grad, flat, v, np.flatnonzero(loose))
     return out.reshape(shape), (v.reshape(shape), lo.reshape(shape))
