@@ -28,6 +28,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
+@pytest.fixture
+def runnable(case: Case):
+    """The case's subject, or a skip with its reason before any Hypothesis example runs."""
+    from audit import subjects
+
+    subject = subjects.get(case.subject)
+    reason = subject.skip_reason(case.dtype, case.device)
+    if reason is not None:
+        pytest.skip(reason)
+    return subject
+
+
 @pytest.fixture(scope="session")
 def audit(pytestconfig: pytest.Config):
     """The run's options, contracts and result collector."""

@@ -8,10 +8,8 @@ test_checks.py): a drawn point inside a declared region is a known deviation.
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from hypothesis import example, given, note, target
+from hypothesis import HealthCheck, example, given, note, settings, target
 
-from audit import subjects
 from audit.checks import Case, exact_for_grading
 from audit.contracts import judge
 from audit.grading import grade
@@ -37,15 +35,15 @@ def _golden(i: int) -> dict[str, np.ndarray]:
     return {"x": x, "y": y, "w": np.ones_like(x), "p": np.ones_like(x)}
 
 
+# `runnable` only skips unavailable cases: it carries no state between examples
+@settings(suppress_health_check=[*settings().suppress_health_check,
+                                 HealthCheck.function_scoped_fixture])
 @given(batch=any_batches("bce_with_logits"), probs=any_batches("bce"))
 @example(batch=_golden(0), probs=_golden(0))
 @example(batch=_golden(1), probs=_golden(1))
 @example(batch=_golden(2), probs=_golden(2))
-def test_search(case: Case, audit, batch, probs) -> None:
-    subject = subjects.get(case.subject)
-    reason = subject.skip_reason(case.dtype, case.device)
-    if reason is not None:
-        pytest.skip(reason)
+def test_search(case: Case, runnable, audit, batch, probs) -> None:
+    subject = runnable  # skipped (with its reason) before any example runs
     if subject.reference_op == "bce":
         batch = {**probs, "x": np.clip(np.abs(probs["x"]), 0, 1)}
     pts = round_batch(batch, case.dtype)
