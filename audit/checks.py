@@ -14,6 +14,7 @@ import reference
 from audit import regions
 from audit.grading import Graded, grade
 from audit.subjects import Subject
+from reference.vectorized import double_double
 
 # check name -> (quantity, needs weights, reductions it runs under)
 CHECKS: dict[str, tuple[str, bool]] = {
@@ -150,14 +151,6 @@ def reference_values(op: str, dtype: str, pts: dict[str, np.ndarray], grad: bool
     return rounded_and_parts(op, dtype, *args, abs_tol=tol, rel_tol=2.0 ** -30, **kw)
 
 
-def exact_for_grading(op: str, dtype: str, *args: np.ndarray, **kw: object
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """The (hi, lo) half of reference_values."""
-    pts = {"x": args[0], "y": args[1], "w": kw.pop("weight", 1.0),
-           "p": kw.pop("pos_weight", 1.0)}
-    return reference_values(op, dtype, pts, bool(kw.pop("grad", False)))[1]
-
-
 def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
     """Evaluate and grade one elementwise case (reduction "none")."""
     pts, mode = point_set(subject, case.check, case.dtype)
@@ -191,8 +184,7 @@ def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:
             errors[b] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         exact = reference.reduce(subject.reference_op, red, pts["x"][idx], pts["y"][idx])
         expected[b] = reference.round_to(exact, case.dtype)
-        hi[b] = reference.round_to(exact, "float64")
-        lo[b] = float(exact - hi[b]) if math.isfinite(hi[b]) else 0.0
+        hi[b], lo[b] = double_double(exact._mpf_)
     graded = grade(observed, expected, hi, lo, case.dtype, budget)
     for i in errors:
         graded.set_error(i)

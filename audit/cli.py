@@ -150,14 +150,10 @@ def _reference(op, args, xs, ys, w, p):
 
 def _parts(t, dtype):
     """(hi, lo, rounded) of an exact tuple: the double-double grading works on."""
-    from mpmath import libmp
-
     import reference
+    from reference.vectorized import double_double
 
-    hi = reference.round_to(t, "float64")
-    lo = libmp.to_float(libmp.mpf_sub(t, libmp.from_float(hi), 60)) if math.isfinite(hi) \
-        and hi != 0 else 0.0
-    return hi, lo, reference.round_to(t, dtype)
+    return (*double_double(t), reference.round_to(t, dtype))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,8 @@ import itertools
 
 import numpy as np
 
-import reference
 from audit import subjects
-from audit.checks import Case, exact_for_grading, run_framework
+from audit.checks import Case, reference_values, run_framework
 from audit.grading import grade, ordinal_distances
 from audit.regions import logit_grid, representable
 from audit.results import to_json_value
@@ -31,9 +30,7 @@ def observe(subject: subjects.Subject, dtype: str, device: str, pts: dict, quant
 
 
 def _exact(dtype: str, pts: dict, quantity: str) -> tuple[np.ndarray, tuple]:
-    kw = {"grad": quantity == "grad"}
-    return (reference.rounded(FUSED, dtype, pts["x"], pts["y"], **kw),
-            exact_for_grading(FUSED, dtype, pts["x"], pts["y"], **kw))
+    return reference_values(FUSED, dtype, pts, quantity == "grad")
 
 
 def pairwise(names: list[str], dtype: str, device: str, pts: dict, quantity: str,
@@ -74,7 +71,7 @@ def breakdown(framework: str, dtype: str, device: str, target: float) -> dict:
            "p": np.ones(xs.size)}
     two = subjects.get(f"{framework}.{TWO_STEP}")
     observed = observe(two, dtype, device, pts, "loss")
-    hi, lo = exact_for_grading(FUSED, dtype, xs, pts["y"])
+    _, (hi, lo) = reference_values(FUSED, dtype, pts, False)
     exact = hi + lo
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = np.abs(observed - exact) / np.abs(exact)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.dtypes import as_dtype_array, numpy_dtype, to_float64
+from audit.dtypes import numpy_dtype, to_float64
 from reference.formats import get_format, round_to
 
 
@@ -122,7 +122,3 @@ def cross(*axes: np.ndarray) -> list[np.ndarray]:
     mesh = np.meshgrid(*axes, indexing="ij")
     return [m.ravel().astype(np.float64) for m in mesh]
 
-
-def check_exact(values: np.ndarray, dtype: str) -> np.ndarray:
-    as_dtype_array(values, dtype)
-    return values

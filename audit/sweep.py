@@ -27,6 +27,14 @@ PLOT_CAP = 2000
 OK = STATUSES.index("ok")
 
 
+def p99_bound(hist: np.ndarray, n: int) -> float:
+    """Upper edge of the ulp-histogram bin holding the 99th percentile (conservative)."""
+    if n == 0:
+        return 0.0
+    k = int(np.searchsorted(np.cumsum(hist), math.ceil(0.99 * n)))
+    return float(HIST_EDGES[min(k + 1, HIST_EDGES.size - 1)])
+
+
 def pattern_range(dtype: str, op: str) -> tuple[int, int]:
     """[start, stop) of the bit patterns a sweep enumerates (all of them for logits;
     for probabilities only +0 .. 1.0, the patterns of [0, 1])."""
@@ -92,12 +100,7 @@ class Accumulator:
                                   to_json_value(float(ulp[j])), STATUSES[g.code[j]]])
 
     def p99(self) -> float:
-        """Upper edge of the histogram bin holding the 99th percentile (conservative)."""
-        if self.n == 0:
-            return 0.0
-        cum = np.cumsum(self.hist)
-        k = int(np.searchsorted(cum, math.ceil(0.99 * self.n)))
-        return float(HIST_EDGES[min(k + 1, HIST_EDGES.size - 1)])
+        return p99_bound(self.hist, self.n)
 
     def record(self, test_id: str) -> dict:
         c = self.case
@@ -239,9 +242,7 @@ def merge_records(records: list[dict]) -> list[dict]:
                                  "counts": hist.tolist()}
         ulps = [math.inf if r["max_ulp"] in ("inf", "nan") else r["max_ulp"] for r in rs]
         base["max_ulp"] = to_json_value(max(ulps))
-        cum = np.cumsum(hist)
-        k = int(np.searchsorted(cum, math.ceil(0.99 * base["n"])))
-        base["p99_ulp"] = to_json_value(float(HIST_EDGES[min(k + 1, HIST_EDGES.size - 1)]))
+        base["p99_ulp"] = to_json_value(p99_bound(hist, base["n"]))
         base["max_bits"] = max(r["max_bits"] for r in rs)
         base["correctly_rounded"] = sum(r["correctly_rounded"] * r["n"] for r in rs) / base["n"]
         worsts = [r["worst"] for r in rs if r["worst"]]

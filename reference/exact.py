@@ -64,10 +64,6 @@ def from_fraction(value: Fraction) -> Tuple:
     return _from_ratio(value.numerator, value.denominator)
 
 
-def is_nan(t: Tuple) -> bool:
-    return t == NAN
-
-
 def is_inf(t: Tuple) -> bool:
     return t in (INF, NINF)
 

@@ -60,6 +60,15 @@ def _rounded_mpmath(op: str, dtype: str, input: Any, target: Any, *, weight: Any
     return np.array([round_to(t, fmt) for t in reps], dtype=np.float64).reshape(shape)
 
 
+def double_double(t: Tuple) -> tuple[float, float]:
+    """(hi, lo) of an exact value: hi its float64 rounding, lo the rest (0 when hi is
+    0 or +-inf; NaN stays NaN)."""
+    hi = round_to(t, "float64")
+    if not np.isfinite(hi) or hi == 0.0:
+        return hi, 0.0
+    return hi, libmp.to_float(libmp.mpf_sub(t, libmp.from_float(hi), 60))
+
+
 def exact_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
                 grad: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The exact values as double-double (hi, lo): hi = float64 rounding, lo = the rest.
@@ -71,10 +80,5 @@ def exact_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight
     hi = np.empty(len(reps))
     lo = np.empty(len(reps))
     for i, t in enumerate(reps):
-        h = round_to(t, "float64")
-        hi[i] = h
-        if np.isfinite(h) and h != 0.0:
-            lo[i] = libmp.to_float(libmp.mpf_sub(t, libmp.from_float(h), 60))
-        else:
-            lo[i] = 0.0
+        hi[i], lo[i] = double_double(t)
     return hi.reshape(shape), lo.reshape(shape)

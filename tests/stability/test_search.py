@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, example, given, note, settings, target
 
-from audit.checks import Case, exact_for_grading
+from audit.checks import Case, reference_values
 from audit.contracts import judge
 from audit.grading import grade
 from audit.records import repro_command
-from reference import rounded
 from tests.strategies import any_batches, round_batch
 
 CHECKS = ("values", "grads")
@@ -53,9 +52,7 @@ def test_search(case: Case, runnable, audit, batch, probs) -> None:
     except Exception as e:  # a batch-wide error: recorded as status "error"
         observed = None
         note(f"framework raised {type(e).__name__}: {e}")
-    kw = {"weight": pts["w"], "pos_weight": pts["p"], "grad": grad}
-    expected = rounded(subject.reference_op, case.dtype, pts["x"], pts["y"], **kw)
-    parts = exact_for_grading(subject.reference_op, case.dtype, pts["x"], pts["y"], **kw)
+    expected, parts = reference_values(subject.reference_op, case.dtype, pts, grad)
     g = grade(observed, expected, *parts, case.dtype, audit.budgets[case.dtype])
     finite = g.ulp[np.isfinite(g.ulp)]
     if finite.size:
