@@ -52,8 +52,10 @@ def as_dtype_array(values_float64: np.ndarray | float, dtype: str) -> np.ndarray
     with np.errstate(over="ignore", invalid="ignore"):
         out = src.astype(np.float32).astype(target) if dtype == "bfloat16" else src.astype(target)
     back = out.astype(np.float64)
-    same = (back == src) | (np.isnan(back) & np.isnan(src))
-    if not np.all(same):
+    same = back == src
+    if not same.all():  # NaN != NaN: only then look at NaNs (this runs on every batch)
+        same |= np.isnan(back) & np.isnan(src)
+    if not same.all():
         bad = src[~same].ravel()[:3]
         raise ValueError(f"values not exactly representable in {dtype}: {bad.tolist()}")
     return out

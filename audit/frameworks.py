@@ -23,11 +23,25 @@ _FAILURES: dict[str, str] = {}
 # TensorFlow otherwise sizes its pools to every core; pytest-xdist runs several workers.
 _TF_INTRA_THREADS = max(1, min(4, os.cpu_count() or 1))
 _TF_INTER_THREADS = 2
+_SINGLE = False  # single_threaded() was called
+
+
+def single_threaded() -> None:
+    """One intra-op thread for every framework in this process (sweep workers: one process
+    per core beats several processes whose pools fight over the same cores). Call before
+    the first use of TensorFlow; torch is adjusted whenever."""
+    global _TF_INTRA_THREADS, _TF_INTER_THREADS, _SINGLE
+    _TF_INTRA_THREADS = _TF_INTER_THREADS = 1
+    _SINGLE = True
+    if "torch" in _MODULES:
+        _MODULES["torch"].set_num_threads(1)
 
 
 def _import_torch() -> ModuleType:
     import torch
 
+    if _SINGLE:
+        torch.set_num_threads(1)
     return torch
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,17 @@ def p99_bound(hist: np.ndarray, n: int) -> float:
     return float(HIST_EDGES[min(k + 1, HIST_EDGES.size - 1)])
 
 
+def ulp_histogram(ulp: np.ndarray) -> np.ndarray:
+    """Counts per HIST_EDGES bin ([0, 2**-4), [2**-4, 2**-3), ..., [2**63, inf]) of
+    non-negative ulp errors, NaN-free. The bin is the float64 exponent field (the
+    powers-of-two edges make it floor(log2)), so no sort: np.histogram sorted every
+    chunk and cost more than the reference."""
+    first = 1023 - 5  # exponent field of [2**-5, 2**-4): bin 0 and everything below it
+    e = ulp.view(np.uint64) >> np.uint64(52)
+    np.clip(e, first, first + HIST_EDGES.size - 2, out=e)
+    return np.bincount(e.view(np.int64), minlength=first + HIST_EDGES.size - 1)[first:]
+
+
 def pattern_range(dtype: str, op: str) -> tuple[int, int]:
     """[start, stop) of the bit patterns a sweep enumerates (all of them for logits;
     for probabilities only +0 .. 1.0, the patterns of [0, 1])."""
@@ -54,7 +67,11 @@ def values_of(patterns: np.ndarray, dtype: str) -> np.ndarray:
 
 @dataclass
 class Accumulator:
-    """Streaming summary of one (quantity, target set) sweep: bounded memory."""
+    """Streaming summary of one (quantity, target set) sweep: bounded memory.
+
+    Plot points are a sample spread over the whole sweep, not its first chunks: every
+    non-ok point and a few random ok points per chunk get a random key, and the
+    PLOT_CAP / 2 smallest keys of each kind are kept (a bottom-k sample)."""
 
     case: Case
     mode: str
@@ -65,39 +82,60 @@ class Accumulator:
     max_bits: float = 0.0
     correct: int = 0
     worst: tuple | None = None  # (severity, -ulp, x, y, observed, expected, ulp, ordinal, status)
-    plot: list = field(default_factory=list)
+    samples: dict = field(default_factory=dict)  # "bad" / "ok" -> (key, x, y, ulp, code) arrays
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
 
     def add(self, x: np.ndarray, y: np.ndarray, observed: np.ndarray, expected: np.ndarray,
             g) -> None:
         self.n += x.size
-        for code, c in enumerate(np.bincount(g.code, minlength=len(STATUSES)).tolist()):
+        bad = np.flatnonzero(g.code != OK)
+        codes = np.bincount(g.code[bad], minlength=len(STATUSES))
+        codes[OK] = x.size - bad.size
+        for code, c in enumerate(codes.tolist()):
             if c:
                 self.counts[STATUSES[code]] = self.counts.get(STATUSES[code], 0) + c
-        ulp = np.where(np.isnan(g.ulp), np.inf, g.ulp)
-        self.hist += np.histogram(ulp, bins=HIST_EDGES)[0]
-        self.hist[-1] += int(np.isinf(ulp).sum())  # histogram drops inf; count it last
+        ulp = g.ulp
+        if np.isnan(ulp).any():
+            ulp = np.where(np.isnan(ulp), np.inf, ulp)
+        self.hist += ulp_histogram(ulp)
         self.max_ulp = max(self.max_ulp, float(ulp.max()))
         self.max_bits = max(self.max_bits, g.max_bits())
-        self.correct += int(np.count_nonzero(observed == expected)
-                            + np.count_nonzero(np.isnan(observed) & np.isnan(expected)))
-        worst_code = int(g.code.min())
-        sel = np.flatnonzero(g.code == worst_code)
-        i = int(sel[np.argmax(ulp[sel])])
+        same = observed == expected
+        self.correct += int(np.count_nonzero(same))
+        if not same.all():  # NaN == NaN counts as correct
+            self.correct += int(np.count_nonzero(np.isnan(observed) & np.isnan(expected)))
+        worst_code = int(g.code[bad].min()) if bad.size else OK
+        i = int(np.argmax(ulp)) if worst_code == OK else \
+            int(bad[np.argmax(np.where(g.code[bad] == worst_code, ulp[bad], -1.0))])
         cand = (worst_code, -float(ulp[i]), float(x[i]), float(y[i]), float(observed[i]),
                 float(expected[i]), float(ulp[i]), float(g.ordinal[i]), STATUSES[worst_code])
         if self.worst is None or cand[:2] < self.worst[:2]:
             self.worst = cand
-        is_ok = g.code == OK
-        bad = np.flatnonzero(~is_ok)
-        keep = bad[: max(0, PLOT_CAP // 2 - len(self.plot))]
-        ok = np.flatnonzero(is_ok)
-        if ok.size:
-            keep = np.concatenate([keep, self.rng.choice(ok, min(ok.size, 8), replace=False)])
-        for j in keep:
-            if len(self.plot) < PLOT_CAP:
-                self.plot.append([to_json_value(float(x[j])), to_json_value(float(y[j])),
-                                  to_json_value(float(ulp[j])), STATUSES[g.code[j]]])
+        pick = self.rng.integers(0, x.size, 16)
+        self._sample("ok", pick[g.code[pick] == OK][:8], x, y, ulp, g.code)
+        self._sample("bad", bad, x, y, ulp, g.code)
+
+    def _sample(self, kind: str, idx: np.ndarray, x: np.ndarray, y: np.ndarray,
+                ulp: np.ndarray, code: np.ndarray) -> None:
+        if idx.size == 0:
+            return
+        new = (self.rng.random(idx.size), x[idx], y[idx], ulp[idx], code[idx])
+        old = self.samples.get(kind)
+        cols = new if old is None else tuple(np.concatenate(p) for p in zip(old, new,
+                                                                             strict=True))
+        if cols[0].size > PLOT_CAP // 2:
+            keep = np.argpartition(cols[0], PLOT_CAP // 2)[: PLOT_CAP // 2]
+            cols = tuple(c[keep] for c in cols)
+        self.samples[kind] = cols
+
+    @property
+    def plot(self) -> list[list]:
+        """The sampled points as report rows [x, y, ulp, status], in input order."""
+        rows = [(float(x), float(y), float(u), STATUSES[int(c)])
+                for cols in self.samples.values() for _, x, y, u, c in zip(*cols, strict=True)]
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return [[to_json_value(x), to_json_value(y), to_json_value(u), st]
+                for x, y, u, st in rows]
 
     def p99(self) -> float:
         return p99_bound(self.hist, self.n)
@@ -157,9 +195,10 @@ def _heap_trimmer():
 
 def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[float],
           exhaustive: bool = True, samples: int = 0, shard: tuple[int, int] = (0, 1),
-          chunk: int = 1 << 20, seed: int = 0, budget: float, progress: bool = True
-          ) -> list[dict]:
-    """Grade values and gradients of one subject over every input (or a sample)."""
+          chunk: int = 1 << 20, seed: int = 0, budget: float, progress: bool = True,
+          on_chunk: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Grade values and gradients of one subject over every input (or a sample).
+    on_chunk(done, total) is called after every chunk (parallel progress)."""
     subject = subjects.get(subject_name)
     reason = subject.skip_reason(dtype, device)
     if reason is not None:
@@ -203,15 +242,69 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
                                                    q == "grad")
                 g = grade(observed, expected, *parts, dtype, budget)
                 acc.add(pts["x"], pts["y"], observed, expected, g)
+        if on_chunk is not None:
+            on_chunk(done, total)
         if progress:
-            rate = done / max(time.perf_counter() - began, 1e-9)
-            print(f"\rsweep {subject_name} {dtype} shard {i + 1}/{n}: {done:,}/{total:,} "
-                  f"inputs ({100 * done / total:5.1f}%, {rate:,.0f} inputs/s)",
-                  end="", file=sys.stderr, flush=True)
+            _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n}", done, total, began)
     if progress:
         print(file=sys.stderr)
     tid = f"sweep {subject_name}[{dtype}-{device}] {mode} shard {i + 1}/{n}"
     return [acc.record(f"{tid} {q}") for q, acc in accs.items()]
+
+
+def _progress(label: str, done: int, total: int, began: float) -> None:
+    rate = done / max(time.perf_counter() - began, 1e-9)
+    print(f"\r{label}: {done:,}/{total:,} inputs ({100 * done / max(total, 1):5.1f}%, "
+          f"{rate:,.0f} inputs/s)", end="", file=sys.stderr, flush=True)
+
+
+_DONE: Any = None  # in a worker: the shared per-job progress counters
+
+
+def _init_worker(done: Any) -> None:
+    global _DONE
+    from audit import frameworks
+
+    frameworks.single_threaded()
+    _DONE = done
+
+
+def _worker(job: int, subject_name: str, dtype: str, kwargs: dict) -> list[dict]:
+    def count(done: int, total: int) -> None:
+        _DONE[2 * job], _DONE[2 * job + 1] = done, total
+
+    return sweep(subject_name, dtype, progress=False, on_chunk=count, **kwargs)
+
+
+def sweep_jobs(subject_name: str, dtype: str, *, jobs: int, shard: tuple[int, int] = (0, 1),
+               progress: bool = True, **kwargs: Any) -> list[dict]:
+    """`sweep` of shard i/n in `jobs` single-threaded processes: shard i/n is exactly the
+    union of shards i*jobs + k of n*jobs (k < jobs), merged back into one record per
+    quantity. (Sampled sweeps draw per sub-shard: the same count, other samples.)"""
+    if jobs == 1:
+        return sweep(subject_name, dtype, shard=shard, progress=progress, **kwargs)
+    import multiprocessing
+
+    i, n = shard
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF
+    done = ctx.Array("q", 2 * jobs, lock=False)
+    began = time.perf_counter()
+    with ctx.Pool(jobs, initializer=_init_worker, initargs=(done,)) as pool:
+        pending = [pool.apply_async(_worker, (k, subject_name, dtype,
+                                              {**kwargs, "shard": (i * jobs + k, n * jobs)}))
+                   for k in range(jobs)]
+        while not all(r.ready() for r in pending):
+            time.sleep(0.5)
+            if progress and sum(done[1::2]):
+                _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n} ({jobs} jobs)",
+                          sum(done[0::2]), sum(done[1::2]), began)
+        records = [rec for r in pending for rec in r.get()]
+    if progress:
+        print(file=sys.stderr)
+    merged = merge_records(records)
+    for r in merged:
+        r["test_id"] = r["test_id"].split(" merged ")[0] + f" shard {i + 1}/{n} {r['quantity']}"
+    return merged
 
 
 def _observe(subject: subjects.Subject, case: Case, pts: dict) -> np.ndarray:
@@ -249,7 +342,8 @@ def merge_records(records: list[dict]) -> list[dict]:
         base["worst"] = min(worsts, key=lambda w: (
             SEVERITY[w["status"]], -(math.inf if isinstance(w["ulp"], str) else w["ulp"])),
             default=None)
-        base["points"] = [p for r in rs for p in r["points"]][:PLOT_CAP]
+        share = PLOT_CAP // len(rs)  # every shard is represented, not only the first
+        base["points"] = [p for r in rs for p in r["points"][:share]]
         base["outcome"] = "failed" if any(r["outcome"] == "failed" for r in rs) else "passed"
         base["test_id"] = base["test_id"].split(" shard ")[0] + f" merged {len(rs)} shards"
         out.append(base)

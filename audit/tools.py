@@ -62,7 +62,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_sweep(argv: list[str]) -> int:
-    from audit.sweep import sweep
+    from audit.sweep import sweep_jobs
 
     p = _Parser(prog="python -m audit sweep")
     p.add_argument("subject")
@@ -78,7 +78,11 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--max-ulp", type=float, default=None)
     p.add_argument("--out", default=None, help="run directory (default reports/<timestamp>)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="processes on this machine, one thread each (default 1)")
     args = p.parse_args(attach_values(argv, p))
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     if args.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
     try:
@@ -92,10 +96,11 @@ def cmd_sweep(argv: list[str]) -> int:
     if reason is not None:
         raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: {reason}")
     shard = _shard(args.shard)
-    records = sweep(args.subject, args.dtype, device=args.device, targets=targets,
-                    exhaustive=args.exhaustive, samples=args.samples or 0, shard=shard,
-                    chunk=args.chunk, seed=args.seed,
-                    budget=args.max_ulp or ulp_budget(args.dtype), progress=not args.quiet)
+    records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs, device=args.device,
+                         targets=targets, exhaustive=args.exhaustive,
+                         samples=args.samples or 0, shard=shard, chunk=args.chunk,
+                         seed=args.seed, budget=args.max_ulp or ulp_budget(args.dtype),
+                         progress=not args.quiet)
     run_dir = _write(_doc(records, "python -m audit sweep " + " ".join(argv), "sweep"), args.out)
     for r in records:
         print(f"{r['subject']} {r['dtype']} {r['quantity']}: n={r['n']:,} "

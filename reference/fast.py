@@ -86,6 +86,7 @@ TERM_REL = 2.0 ** -42   # proven relative bound of each computed term
 ERR_REL = 2.0 ** -41    # E = ERR_REL (|d| + |t|) + ERR_ABS, twice the proven bound
 ERR_REL_RATIONAL = 2.0 ** -48
 ERR_ABS = 2.0 ** -600
+HARD_ULPS = 1 << 12     # _hard: certified when this many float64 ulps from a tie
 
 SMALL = 2.0 ** -200     # bce gradient: w in [SMALL, BIG]
 BIG = 2.0 ** 200        # weights and pos_weights at most BIG
@@ -99,8 +100,10 @@ MIN_FAST = 16           # vectorized.rounded uses this module from this many poi
 _SIGN = np.uint64(1 << 63)
 
 # how many points took which route since the last reset_stats()
-# ("fast" includes "tier2", the points the double-double tier certified)
-STATS: dict[str, int] = {"points": 0, "fast": 0, "tier2": 0, "domain": 0, "uncertain": 0}
+# ("fast" includes "hard", the points _hard certified, and "tier2", the points the
+# double-double tier certified)
+STATS: dict[str, int] = {"points": 0, "fast": 0, "hard": 0, "tier2": 0, "domain": 0,
+                         "uncertain": 0}
 _DISABLED = False  # tests flip this to prove the detector matters (never in production)
 
 
@@ -413,13 +416,90 @@ def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: 
     return nan | zero | edge, value
 
 
-def _chunk(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any,
-           abs_tol: float = 0.0, rel_tol: float = 0.0
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One chunk: (result, status, v, width). status 0 = certified (or exact), 1 = outside
-    the fast domain, 2 = interval not inside one rounding cell. fmt None: no rounding,
-    status 2 marks a relative bound worse than APPROX_REL (approx_parts). width = hi - lo
-    of the certified interval (0 for exact special values, inf outside the domain)."""
+def _hard(x: np.ndarray, sign: Any, grad: bool, fmt: Format, out: np.ndarray, v: np.ndarray,
+          width: np.ndarray | None) -> np.ndarray:
+    """bce_with_logits with hard labels (y in {0, 1}) and unit weights, the exhaustive
+    sweeps' case, in about a third of the passes of `_logits`. Writes result, v and width
+    like `_general` (width only when asked for); sign = 1 - 2y. Returns the mask of
+    certified points (the others are left to `_general`).
+
+    With z = (1 - 2y) x the loss is softplus(z) = max(z, 0) + log1p(e) and the gradient
+    (1 - 2y) sigmoid(z) = (1 - 2y) (1 or e) / (1 + e), e = exp(-|z|); no cancellation.
+    Bound (as in the module docstring): e to LIBM_REL, log1p(e) to 2 LIBM_REL + u, the
+    quotient to 2 LIBM_REL + 3u, the sum with the exact max(z, 0) adds u: the magnitude m
+    satisfies |m - |V|| <= 2**-43.9 |V|, i.e. fewer than 2**9.2 float64 ulps of m.
+    (For |z| > 700, e = exp(-700) stands for a smaller exact e**-|z|: absolute error below
+    2**-1009, far under every format's smallest subnormal, as in `_exp_neg`.)
+    Certification without rounding an interval: the float64 bits of m below fmt's last
+    place are more than HARD_ULPS = 2**12 float64 ulps away from the half-way pattern.
+    Then no rounding boundary of fmt lies within the error (across a power of two the
+    nearest boundary is ~2**(51 - p) float64 ulps away), so m and |V| round alike. Only
+    where fmt is normal (tiny <= m <= max_finite; NaN fails both); an m below half fmt's
+    smallest subnormal by more than the bound certifies a zero signed like V (finite x
+    only: limits at inf are the general path's). The rest is left uncertified."""
+    s = 53 - fmt.precision
+    z = x * sign
+    a = np.abs(z)
+    e = np.minimum(a, 700.0)
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    if grad:
+        den = 1.0 + e
+        np.copyto(e, 1.0, where=z >= 0)
+        np.divide(e, den, out=v)
+    else:
+        np.log1p(e, out=v)
+        np.maximum(z, 0.0, out=z)
+        v += z
+    bits = v.view(np.uint64)
+    dist = (bits & np.uint64((1 << s) - 1)).view(np.int64)
+    dist -= 1 << (s - 1)
+    np.abs(dist, out=dist)
+    ok = dist > HARD_ULPS
+    if not _DISABLED:
+        ok &= v >= math.ldexp(1.0, fmt.emin)
+    else:
+        ok = v >= math.ldexp(1.0, fmt.emin)
+    ok &= v <= fmt.max_finite
+    zero = v < math.ldexp(1.0 - 2.0 ** -30, fmt.quantum_exp - 1)
+    zero &= a <= XMAX
+    ok |= zero
+    # round at bit s of the pattern (ties, never certified, would go to even); zeros to 0
+    q = bits >> np.uint64(s)
+    q &= np.uint64(1)
+    q += bits
+    q += np.uint64((1 << (s - 1)) - 1)
+    np.logical_not(zero, out=zero)
+    q *= zero
+    np.bitwise_and(q, np.uint64(~((1 << s) - 1) & ((1 << 64) - 1)), out=out.view(np.uint64))
+    if width is not None:
+        np.multiply(v, 2.0 ** -42, out=width)
+    if grad:
+        out *= sign  # exact: sign is +-1 (-0.0 for a zero with y = 1)
+        v *= sign
+    return ok
+
+
+def _unit(a: Any) -> bool:
+    return np.ndim(a) == 0 and a == 1
+
+
+def _hard_sign(y: Any) -> Any:
+    """1 - 2y where every y is 0 or 1 (the labels _hard takes), else None."""
+    sign = 1.0 - 2.0 * y
+    if np.ndim(y) == 0:
+        return sign if sign in (1.0, -1.0) else None
+    return sign if np.all(np.abs(sign) == 1.0) else None
+
+
+def _general(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any,
+             abs_tol: float = 0.0, rel_tol: float = 0.0
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of any points of the ops' domains: (result, status, v, width). status 0 =
+    certified (or exact), 1 = outside the fast domain, 2 = interval not inside one rounding
+    cell. fmt None: no rounding, status 2 marks a relative bound worse than APPROX_REL
+    (approx_parts). width = hi - lo of the certified interval (0 for exact special
+    values, inf outside the domain)."""
     n = x.shape[0]
     with np.errstate(all="ignore"):
         ax = np.abs(x)
@@ -475,29 +555,56 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
         return None  # the mpmath path raises its "bce has no pos_weight" error
     flat: list[Any] = []
     for i, a in enumerate(arrays):
-        a = a.astype(np.float64)
+        a = a.astype(np.float64, copy=False)
         if a.size == 1 and i > 0:
             flat.append(np.float64(a.reshape(())))
+        elif i > 1 and a.size and a.flat[0] == 1 and np.all(a == 1):
+            flat.append(np.float64(1.0))  # unit weights as arrays: still _hard's case
         else:
             flat.append(np.broadcast_to(a, shape).ravel())
     return shape, flat
 
 
 def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any],
-         abs_tol: float = 0.0, rel_tol: float = 0.0
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+         abs_tol: float = 0.0, rel_tol: float = 0.0, parts: bool = True
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    """(result, status, v, width, indices of status != 0) over all points, chunk by chunk;
+    width only with parts."""
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
     status = np.empty(n, dtype=np.int8)
     v = np.empty(n)
-    width = np.empty(n)
+    width = np.empty(n) if parts else None
+    hard = fmt is not None and op == "bce_with_logits" and _unit(flat[2]) and _unit(flat[3])
+    pending = []  # points _hard left to _general, batched: its fixed cost is ~100 calls
     for s in range(0, n, CHUNK):
         part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
-        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK], width[s:s + CHUNK] = _chunk(
-            op, grad, fmt, *part, abs_tol=abs_tol, rel_tol=rel_tol)
-    if fmt is not None and op == "bce_with_logits":
-        idx = np.flatnonzero(status == 2)
+        wpart = None if width is None else width[s:s + CHUNK]
+        sign = _hard_sign(part[1]) if hard else None
+        if sign is not None:
+            with np.errstate(all="ignore"):
+                ok = _hard(part[0], sign, grad, fmt, out[s:s + CHUNK], v[s:s + CHUNK], wpart)
+            status[s:s + CHUNK] = 0
+            left = np.flatnonzero(~ok)
+            STATS["hard"] += ok.size - left.size
+            pending.append(left + s)
+            continue
+        res = _general(op, grad, fmt, *part, abs_tol, rel_tol)
+        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = res[:3]
+        if wpart is not None:
+            wpart[...] = res[3]
+    rest = np.concatenate(pending) if pending else np.empty(0, dtype=np.intp)
+    for s in range(0, rest.size, CHUNK):
+        idx = rest[s:s + CHUNK]
+        part = [a[idx] if np.ndim(a) else a for a in flat]
+        res = _general(op, grad, fmt, *part)
+        out[idx], status[idx], v[idx] = res[:3]
+        if width is not None:
+            width[idx] = res[3]
+    bad = np.flatnonzero(status)
+    if fmt is not None and op == "bce_with_logits" and bad.size:
+        idx = bad[status[bad] == 2]
         if idx.size:
             part = [a[idx] if np.ndim(a) else a for a in flat]
             with np.errstate(all="ignore"):
@@ -505,12 +612,14 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
             if not _DISABLED:
                 out[idx[ok]] = r[ok]
                 status[idx[ok]] = 0
+                bad = np.flatnonzero(status)
             STATS["tier2"] += int(np.count_nonzero(ok))
+    domain = int(np.count_nonzero(status[bad] == 1))
     STATS["points"] += n
-    STATS["fast"] += int(np.count_nonzero(status == 0))
-    STATS["domain"] += int(np.count_nonzero(status == 1))
-    STATS["uncertain"] += int(np.count_nonzero(status == 2))
-    return out, status, v, width
+    STATS["fast"] += n - bad.size
+    STATS["domain"] += domain
+    STATS["uncertain"] += bad.size - domain
+    return out, status, v, width, bad
 
 
 def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
@@ -518,12 +627,12 @@ def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
 
 
 def _round_fallbacks(op: str, grad: bool, fmt: Format, flat: list[Any], out: np.ndarray,
-                     status: np.ndarray) -> None:
+                     bad: np.ndarray) -> None:
     """Points the fast path could not certify: the mpmath reference, in place."""
     from .vectorized import point
 
     memo: dict[tuple[float, float, float, float], float] = {}  # fallbacks often repeat
-    for i in np.flatnonzero(status).tolist():
+    for i in bad.tolist():
         key = _args(flat, i)
         r = memo.get(key)
         if r is None:
@@ -547,8 +656,8 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
         return vectorized._rounded_mpmath(op, fmt.name, input, target, weight=weight,
                                           pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    out, status, _, _ = _run(op, grad, fmt, shape, flat)
-    _round_fallbacks(op, grad, fmt, flat, out, status)
+    out, _, _, _, bad = _run(op, grad, fmt, shape, flat, parts=False)
+    _round_fallbacks(op, grad, fmt, flat, out, bad)
     return out.reshape(shape)
 
 
@@ -585,8 +694,8 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
     if prepared is None or not libm_ok():
         return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    _, status, v, _ = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
-    lo = _certified_parts(op, grad, flat, v, np.flatnonzero(status))
+    _, _, v, _, bad = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
+    lo = _certified_parts(op, grad, flat, v, bad)
     return v.reshape(shape), lo.reshape(shape)
 
 
@@ -618,8 +727,8 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
         return (rounded(op, dtype, input, target, **kw),
                 approx_parts(op, input, target, abs_tol=abs_tol, rel_tol=rel_tol, **kw))
     shape, flat = prepared
-    out, status, v, width = _run(op, grad, fmt, shape, flat)
-    _round_fallbacks(op, grad, fmt, flat, out, status)
+    out, _, v, width, bad = _run(op, grad, fmt, shape, flat)
+    _round_fallbacks(op, grad, fmt, flat, out, bad)
     with np.errstate(invalid="ignore"):
         loose = ~(width <= rel_tol * np.abs(v) + abs_tol)
     lo = _certified_parts(op, grad, flat, v, np.flatnonzero(loose))

@@ -140,6 +140,23 @@ def test_float32_random_sample():
                     rng.random(n // 2).astype(np.float32))
 
 
+def test_float32_hard_labels_take_the_short_path():
+    """Hard labels with unit weights (scalar or per point, weights as arrays of ones too)
+    go through fast._hard; every answer still equals mpmath's."""
+    rng = np.random.default_rng(6)
+    n = 6000
+    x = np.concatenate([f32_bits(rng, n), (rng.standard_normal(n) * 30).astype(np.float32),
+                        [0.0, -0.0, 2.0 ** -149, -(2.0 ** -149), 104.0, -104.0, 88.72, -88.72]])
+    for grad in (False, True):
+        for y, w in ((0.0, 1.0), (1.0, np.ones(x.size)), (rng.integers(0, 2, x.size), 1.0)):
+            fast.reset_stats()
+            got = fast.rounded("bce_with_logits", "float32", x, y, weight=w, grad=grad)
+            assert fast.STATS["hard"] > 0.9 * x.size
+            want = mp_rounded("bce_with_logits", grad, x, np.broadcast_to(y, x.shape))
+            bad = np.flatnonzero(got.view(np.uint64) != want["float32"].view(np.uint64))
+            assert bad.size == 0, (grad, x[bad[:3]], got[bad[:3]], want["float32"][bad[:3]])
+
+
 # --------------------------------------------------------------------------- properties
 
 f32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
@@ -158,6 +175,14 @@ def test_property_any_float32_points(points, grad, op):
         p = 1.0
         x = np.where(np.isfinite(x), np.abs(np.tanh(x)), x)
     assert_same(op, grad, x, y, w, p)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(f32, st.sampled_from([0.0, 1.0])), min_size=fast.MIN_FAST,
+                max_size=40), st.booleans())
+def test_property_hard_labels(points, grad):
+    x, y = (np.array(c, dtype=np.float64) for c in zip(*points, strict=True))
+    assert_same("bce_with_logits", grad, x, y)
 
 
 tiny_or_huge = st.one_of(st.floats(0, 2.0 ** -1000), st.floats(2.0 ** 190, 2.0 ** 210),
