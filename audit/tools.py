@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
-import time
 from datetime import UTC, datetime
 from pathlib import Path
-
-import numpy as np
 
 from audit import results, subjects
 from audit.dtypes import DTYPES, ulp_budget
@@ -128,75 +124,19 @@ def cmd_merge(argv: list[str]) -> int:
     return 0
 
 
-def _rate(n: int, fn, repeat: int = 3) -> float:
-    """Points per second, best of `repeat` runs (the machine is shared)."""
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
-
-
 def cmd_bench(argv: list[str]) -> int:
-    """Side-by-side throughput on the same float32 inputs, and an exhaustive f16 sweep."""
-    from audit.checks import Case, reference_values, run_framework
-    from audit.grading import grade
-    from audit.sweep import sweep
-    from reference import losses
-    from reference.formats import round_to
+    """Side-by-side throughput on the same float32 inputs, and exhaustive 16-bit sweeps."""
+    from audit import bench
 
     p = _Parser(prog="python -m audit bench")
     p.add_argument("--points", type=int, default=1 << 18)
-    p.add_argument("--mpmath-points", type=int, default=20000)
-    args = p.parse_args(argv)
-    rng = np.random.default_rng(2026)
-    bits = rng.integers(0, 0x7F800000, size=args.points, dtype=np.uint32)
-    bits |= rng.integers(0, 2, size=args.points, dtype=np.uint32) << np.uint32(31)
-    xs = bits.view(np.float32).astype(np.float64)
-    ys = rng.integers(0, 2, size=args.points).astype(np.float64)
-    pts = {"x": xs, "y": ys, "w": np.ones_like(xs), "p": np.ones_like(xs)}
-    m = args.mpmath_points
-    rates: dict[str, float] = {}
-    rates["reference, mpmath"] = _rate(m, lambda: [round_to(losses.value(
-        "bce_with_logits", False, float(x), float(y), 1.0, 1.0), "float32")
-        for x, y in zip(xs[:m], ys[:m], strict=True)], repeat=1)
-    from reference import fast, vectorized
-
-    fast.libm_ok()  # the one-time self-check of numpy's libm is not throughput
-    vectorized.point.cache_clear()
-    rates["reference, fast (rounded)"] = _rate(args.points, lambda: vectorized.rounded(
-        "bce_with_logits", "float32", xs, ys))
-    rates["reference, fast (rounded + parts)"] = _rate(args.points, lambda: reference_values(
-        "bce_with_logits", "float32", pts, False))
-    for fw in ("torch", "tf", "keras"):
-        s = subjects.get(f"{fw}.bce_with_logits")
-        if s.skip_reason("float32", "cpu"):
-            continue
-        s.evaluate("float32", "cpu", xs[:64], ys[:64])  # warm-up (imports, kernels)
-        rates[f"{fw}.bce_with_logits itself"] = _rate(
-            args.points, lambda s=s: s.evaluate("float32", "cpu", xs, ys))
-    torch_s = subjects.get("torch.bce_with_logits")
-    case = Case(torch_s.name, "values", "float32", "cpu")
-
-    def pipeline() -> None:
-        observed, _ = run_framework(torch_s, case, pts)
-        expected, parts = reference_values("bce_with_logits", "float32", pts, False)
-        grade(observed, expected, *parts, "float32", 4.0)
-
-    vectorized.point.cache_clear()
-    rates["grading pipeline (torch)"] = _rate(args.points, pipeline)
-    print(f"points/s on {args.points:,} random float32 bit-pattern logits, targets {{0,1}} "
-          f"(mpmath on the first {m:,}; others best of 3; one process):")
-    base = rates["reference, mpmath"]
-    for k, v in rates.items():
-        print(f"  {k:32s} {v:>14,.0f}   x{v / base:,.1f} vs mpmath")
-    if "torch.bce_with_logits itself" in rates:
-        ratio = rates["torch.bce_with_logits itself"] / rates["grading pipeline (torch)"]
-        print(f"  torch itself / grading pipeline: {ratio:,.1f}x")
-    vectorized.point.cache_clear()
-    start = time.perf_counter()
-    sweep("torch.bce_with_logits", "float16", targets=[0.0, 1.0], budget=1.0, progress=False)
-    print(f"exhaustive float16 sweep of torch.bce_with_logits (65,536 logits x {{0,1}}, "
-          f"values and gradients): {time.perf_counter() - start:.2f} s")
+    p.add_argument("--mpmath-points", type=int, default=4000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=0.25, help="seconds per round")
+    args = p.parse_args(attach_values(argv, p))
+    if min(args.points, args.mpmath_points, args.rounds) < 1 or args.min_time < 0:
+        raise UsageError("--points, --mpmath-points and --rounds must be positive")
+    if args.mpmath_points > args.points:
+        raise UsageError("--mpmath-points cannot exceed --points")
+    bench.run(args.points, args.mpmath_points, args.rounds, args.min_time)
     return 0

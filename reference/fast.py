@@ -87,6 +87,9 @@ ERR_REL = 2.0 ** -41    # E = ERR_REL (|d| + |t|) + ERR_ABS, twice the proven bo
 ERR_REL_RATIONAL = 2.0 ** -48
 ERR_ABS = 2.0 ** -600
 HARD_ULPS = 1 << 12     # _hard: certified when this many float64 ulps from a tie
+HARD_REL = 2.0 ** -43   # _hard: relative error bound of v (proven 2**-43.9) ...
+HARD_ABS = 2.0 ** -1000  # ... plus this absolute bound (exp(-700) stands in for e**-|z|),
+HARD_TINY = 2.0 ** -900  # which only matters where v is below this
 
 SMALL = 2.0 ** -200     # bce gradient: w in [SMALL, BIG]
 BIG = 2.0 ** 200        # weights and pos_weights at most BIG
@@ -416,12 +419,13 @@ def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: 
     return nan | zero | edge, value
 
 
-def _hard(x: np.ndarray, sign: Any, grad: bool, fmt: Format, out: np.ndarray, v: np.ndarray,
-          width: np.ndarray | None) -> np.ndarray:
+def _hard(x: np.ndarray, sign: Any, grad: bool, fmt: Format, out: np.ndarray, v: np.ndarray
+          ) -> np.ndarray:
     """bce_with_logits with hard labels (y in {0, 1}) and unit weights, the exhaustive
-    sweeps' case, in about a third of the passes of `_logits`. Writes result, v and width
-    like `_general` (width only when asked for); sign = 1 - 2y. Returns the mask of
-    certified points (the others are left to `_general`).
+    sweeps' case, in about a third of the passes of `_logits`. Writes result and v like
+    `_general`; sign = 1 - 2y. Returns the mask of certified points (the others are left
+    to `_general`). Certified points have |v - V| <= HARD_REL |V| + HARD_ABS (the
+    absolute part from |z| > 700, where v < HARD_TINY), no width needed.
 
     With z = (1 - 2y) x the loss is softplus(z) = max(z, 0) + log1p(e) and the gradient
     (1 - 2y) sigmoid(z) = (1 - 2y) (1 or e) / (1 + e), e = exp(-|z|); no cancellation.
@@ -472,8 +476,6 @@ def _hard(x: np.ndarray, sign: Any, grad: bool, fmt: Format, out: np.ndarray, v:
     np.logical_not(zero, out=zero)
     q *= zero
     np.bitwise_and(q, np.uint64(~((1 << s) - 1) & ((1 << 64) - 1)), out=out.view(np.uint64))
-    if width is not None:
-        np.multiply(v, 2.0 ** -42, out=width)
     if grad:
         out *= sign  # exact: sign is +-1 (-0.0 for a zero with y = 1)
         v *= sign
@@ -567,9 +569,11 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
 
 def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any],
          abs_tol: float = 0.0, rel_tol: float = 0.0, parts: bool = True
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
-    """(result, status, v, width, indices of status != 0) over all points, chunk by chunk;
-    width only with parts."""
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray,
+                    np.ndarray | None]:
+    """(result, status, v, width, indices of status != 0, indices _general computed) over
+    all points, chunk by chunk. width (only with parts) is set where _general computed;
+    the last item is None when that is every point (_hard never ran)."""
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
@@ -578,22 +582,23 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
     width = np.empty(n) if parts else None
     hard = fmt is not None and op == "bce_with_logits" and _unit(flat[2]) and _unit(flat[3])
     pending = []  # points _hard left to _general, batched: its fixed cost is ~100 calls
+    general = []  # chunks _general ran on, when _hard ran on others
     for s in range(0, n, CHUNK):
         part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
-        wpart = None if width is None else width[s:s + CHUNK]
         sign = _hard_sign(part[1]) if hard else None
         if sign is not None:
             with np.errstate(all="ignore"):
-                ok = _hard(part[0], sign, grad, fmt, out[s:s + CHUNK], v[s:s + CHUNK], wpart)
+                ok = _hard(part[0], sign, grad, fmt, out[s:s + CHUNK], v[s:s + CHUNK])
             status[s:s + CHUNK] = 0
             left = np.flatnonzero(~ok)
             STATS["hard"] += ok.size - left.size
             pending.append(left + s)
             continue
+        general.append(np.arange(s, min(s + CHUNK, n)))
         res = _general(op, grad, fmt, *part, abs_tol, rel_tol)
         out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = res[:3]
-        if wpart is not None:
-            wpart[...] = res[3]
+        if width is not None:
+            width[s:s + CHUNK] = res[3]
     rest = np.concatenate(pending) if pending else np.empty(0, dtype=np.intp)
     for s in range(0, rest.size, CHUNK):
         idx = rest[s:s + CHUNK]
@@ -619,7 +624,8 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
     STATS["fast"] += n - bad.size
     STATS["domain"] += domain
     STATS["uncertain"] += bad.size - domain
-    return out, status, v, width, bad
+    gen = np.concatenate([*general, rest]) if pending else None
+    return out, status, v, width, bad, gen
 
 
 def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
@@ -656,7 +662,7 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
         return vectorized._rounded_mpmath(op, fmt.name, input, target, weight=weight,
                                           pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    out, _, _, _, bad = _run(op, grad, fmt, shape, flat, parts=False)
+    out, _, _, _, bad, _ = _run(op, grad, fmt, shape, flat, parts=False)
     _round_fallbacks(op, grad, fmt, flat, out, bad)
     return out.reshape(shape)
 
@@ -694,7 +700,7 @@ def approx_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weigh
     if prepared is None or not libm_ok():
         return exact_parts(op, input, target, weight=weight, pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    _, _, v, _, bad = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
+    _, _, v, _, bad, _ = _run(op, grad, None, shape, flat, abs_tol, rel_tol)
     lo = _certified_parts(op, grad, flat, v, bad)
     return v.reshape(shape), lo.reshape(shape)
 
@@ -727,9 +733,18 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
         return (rounded(op, dtype, input, target, **kw),
                 approx_parts(op, input, target, abs_tol=abs_tol, rel_tol=rel_tol, **kw))
     shape, flat = prepared
-    out, _, v, width, bad = _run(op, grad, fmt, shape, flat)
+    out, _, v, width, bad, gen = _run(op, grad, fmt, shape, flat)
     _round_fallbacks(op, grad, fmt, flat, out, bad)
     with np.errstate(invalid="ignore"):
-        loose = ~(width <= rel_tol * np.abs(v) + abs_tol)
-    lo = _certified_parts(op, grad, flat, v, np.flatnonzero(loose))
+        if gen is None:
+            loose = np.flatnonzero(~(width <= rel_tol * np.abs(v) + abs_tol))
+        else:  # _hard's points are within its bounds: usually only _general's are loose
+            loose = gen[~(width[gen] <= rel_tol * np.abs(v[gen]) + abs_tol)]
+            if rel_tol < 2 * HARD_REL or abs_tol < HARD_ABS:
+                mask = np.ones(v.size, dtype=bool)
+                mask[gen] = False
+                if rel_tol >= 2 * HARD_REL:
+                    mask &= np.abs(v) < HARD_TINY
+                loose = np.union1d(loose, np.flatnonzero(mask))
+    lo = _certified_parts(op, grad, flat, v, loose)
     return out.reshape(shape), (v.reshape(shape), lo.reshape(shape))

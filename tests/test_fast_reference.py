@@ -282,6 +282,28 @@ def test_approx_parts_bound():
         assert np.all(err <= 2.0 ** -40 * np.abs(ehi[fin]))
 
 
+@pytest.mark.parametrize("rel_tol", [2.0 ** -30, 2.0 ** -50])
+@pytest.mark.parametrize("abs_tol", [0.0, 2.0 ** -189])
+def test_rounded_and_parts_hard_labels(rel_tol, abs_tol):
+    """The hard-label kernel's parts honour rel_tol and abs_tol (logits beyond 700 are
+    only absolutely accurate); below its own bound (2**-43) every point gets mpmath's
+    certified parts."""
+    rng = np.random.default_rng(7)
+    x = np.concatenate([f32_bits(rng, 400), rng.standard_normal(400) * 8])
+    x = x[np.isfinite(x)]
+    y = rng.integers(0, 2, x.size).astype(np.float64)
+    for grad in (False, True):
+        got, (hi, lo) = fast.rounded_and_parts("bce_with_logits", "float32", x, y, grad=grad,
+                                               rel_tol=rel_tol, abs_tol=abs_tol)
+        assert np.array_equal(got.view(np.uint64), fast.rounded(
+            "bce_with_logits", "float32", x, y, grad=grad).view(np.uint64))
+        ehi, elo = vectorized.exact_parts("bce_with_logits", x, y, grad=grad)
+        err = np.abs((hi - ehi) + (lo - elo))
+        assert np.all(err <= rel_tol / 2 * np.abs(ehi) + abs_tol)
+        if rel_tol < 2 * fast.HARD_REL:
+            assert np.array_equal(hi, ehi) and np.array_equal(lo, elo)
+
+
 def test_probability_edges_and_specials():
     """q in {0, 1}, NaN, out-of-range q, zero weights: exact rules without mpmath."""
     q = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0, np.nan, -0.5, 1.5, 0.25, 0.5, np.inf] * 2)

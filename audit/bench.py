@@ -1,0 +1,157 @@
+"""`python -m audit bench`: throughput measured side by side, on the same inputs, in one run.
+
+Every candidate runs in rounds, interleaved (a, b, c, a, b, c, ...), each round for at
+least --min-time seconds; its rate is the best round. On a shared machine a slow spell
+then hits every candidate alike instead of whichever ran during it, and the ratios are
+measured, not computed from runs made at different times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from audit import subjects
+from audit.checks import Case, reference_values, run_framework
+from audit.grading import grade
+
+OP = "bce_with_logits"
+
+
+def interleaved(cands: dict[str, tuple[int, Callable[[], object]]], rounds: int,
+                min_time: float) -> dict[str, float]:
+    """Points per second of each candidate (points, fn): best of `rounds` interleaved rounds."""
+    best = dict.fromkeys(cands, 0.0)
+    for _ in range(rounds):
+        for name, (n, fn) in cands.items():
+            reps, start = 0, time.perf_counter()
+            while True:
+                fn()
+                reps += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_time:
+                    break
+            best[name] = max(best[name], n * reps / elapsed)
+    return best
+
+
+def inputs(n: int, seed: int = 2026) -> dict[str, np.ndarray]:
+    """n float32 bit patterns (finite, both signs, uniform over patterns) as float64
+    logits with hard targets 0/1, unit weights."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 0x7F800000, size=n, dtype=np.uint32)
+    bits |= rng.integers(0, 2, size=n, dtype=np.uint32) << np.uint32(31)
+    x = bits.view(np.float32).astype(np.float64)
+    y = rng.integers(0, 2, size=n).astype(np.float64)
+    return {"x": x, "y": y, "w": np.ones(n), "p": np.ones(n)}
+
+
+class Pipeline:
+    """The grading pipeline of the audit (framework, fast reference, grade) over a batch,
+    the batch split into `workers` contiguous parts graded in threads (numpy and the
+    frameworks release the GIL in their kernels)."""
+
+    def __init__(self, subject: subjects.Subject, pts: dict[str, np.ndarray], workers: int):
+        self.subject, self.pts, self.workers = subject, pts, workers
+        self.case = Case(subject.name, "values", "float32", "cpu")
+        cut = np.linspace(0, pts["x"].size, workers + 1).astype(int)
+        self.parts = [{k: v[a:b] for k, v in pts.items()} for a, b in itertools.pairwise(cut)]
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def _one(self, pts: dict[str, np.ndarray]) -> object:
+        observed, _ = run_framework(self.subject, self.case, pts)
+        expected, parts = reference_values(self.subject.reference_op, "float32", pts, False)
+        return grade(observed, expected, *parts, "float32", 4.0)
+
+    def __call__(self) -> list:
+        if self.pool is None:
+            return [self._one(self.pts)]
+        return list(self.pool.map(self._one, self.parts))
+
+
+def _sweep_16bit_all() -> tuple[float, int]:
+    """Wall time of exhaustive float16 + bfloat16 sweeps of every runnable subject."""
+    from audit.sweep import sweep
+
+    start, done = time.perf_counter(), 0
+    for s in subjects.SUBJECTS.values():
+        for dt in ("float16", "bfloat16"):
+            if s.skip_reason(dt, "cpu") is None:
+                sweep(s.name, dt, targets=[0.0, 1.0], budget=1.0, progress=False)
+                done += 1
+    return time.perf_counter() - start, done
+
+
+def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
+    from audit.sweep import sweep
+    from reference import fast, losses, vectorized
+    from reference.formats import round_to
+
+    pts = inputs(points)
+    x, y = pts["x"], pts["y"]
+    soft = np.random.default_rng(1).random(points).astype(np.float32).astype(np.float64)
+    m = mpmath_points
+    fast.libm_ok()  # the one-time self-check of numpy's libm is not throughput
+    workers = os.cpu_count() or 1
+    cands: dict[str, tuple[int, Callable[[], object]]] = {
+        "reference, mpmath": (m, lambda: [round_to(losses.value(
+            OP, False, float(a), float(b), 1.0, 1.0), "float32")
+            for a, b in zip(x[:m], y[:m], strict=True)]),
+        "reference, fast: rounded": (points, lambda: fast.rounded(OP, "float32", x, y)),
+        "reference, fast: rounded + parts": (points, lambda: reference_values(
+            OP, "float32", pts, False)),
+        "reference, fast: rounded, soft labels": (points, lambda: fast.rounded(
+            OP, "float32", x, soft)),
+    }
+    torch_s = None
+    for fw in ("torch", "tf", "keras"):
+        s = subjects.get(f"{fw}.bce_with_logits")
+        if s.skip_reason("float32", "cpu"):
+            print(f"  ({s.name} skipped: {s.skip_reason('float32', 'cpu')})")
+            continue
+        s.evaluate("float32", "cpu", x[:64], y[:64])  # warm-up (imports, kernels)
+        cands[f"{fw}.bce_with_logits itself"] = (
+            points, lambda s=s: s.evaluate("float32", "cpu", x, y))
+        torch_s = torch_s or (s if fw == "torch" else None)
+    if torch_s is not None:
+        cands["grading pipeline, torch, 1 thread"] = (points, Pipeline(torch_s, pts, 1))
+        if workers > 1:
+            cands[f"grading pipeline, torch, {workers} threads"] = (
+                points, Pipeline(torch_s, pts, workers))
+    vectorized.point.cache_clear()
+    rates = interleaved(cands, rounds, min_time)
+    fast.reset_stats()
+    fast.rounded(OP, "float32", x, y)
+    hard = fast.STATS["hard"] / fast.STATS["points"]
+    slow = fast.fallback_share()
+    fast.reset_stats()
+    fast.rounded(OP, "float32", x, soft)
+    slow_soft = fast.fallback_share()
+
+    print(f"points/s on {points:,} random float32 bit-pattern logits (finite, both signs), "
+          f"hard targets 0/1 unless noted; mpmath on the first {m:,}; best of {rounds} "
+          f"interleaved rounds of >= {min_time:g} s; {workers} cores; frameworks with their "
+          "own thread pools:")
+    base = rates["reference, mpmath"]
+    for k, v in rates.items():
+        print(f"  {k:44s} {v:>14,.0f}   x{v / base:>9,.1f} vs mpmath")
+    print(f"  fast reference routes: {hard:.2%} certified by the hard-label kernel, "
+          f"{slow:.4%} to mpmath (soft labels: {slow_soft:.4%} to mpmath)")
+    if torch_s is not None:
+        own = rates["torch.bce_with_logits itself"]
+        for k, v in rates.items():
+            if k.startswith("grading pipeline"):
+                print(f"  torch itself / {k}: {own / v:,.1f}x")
+    vectorized.point.cache_clear()
+    start = time.perf_counter()
+    sweep("torch.bce_with_logits", "float16", targets=[0.0, 1.0], budget=1.0, progress=False)
+    print(f"exhaustive float16 sweep of torch.bce_with_logits (65,536 logits x {{0,1}}, "
+          f"values and gradients): {time.perf_counter() - start:.2f} s")
+    wall, count = _sweep_16bit_all()
+    print(f"exhaustive float16 + bfloat16 sweeps of every subject ({count} sweeps, values and "
+          f"gradients, targets {{0,1}}): {wall:.2f} s")
