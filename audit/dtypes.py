@@ -64,6 +64,7 @@ def as_dtype_array(values_float64: np.ndarray | float, dtype: str) -> np.ndarray
 def to_float64(array: object) -> np.ndarray:
     """Widen an array of any audited format to float64 (always exact)."""
     arr = np.asarray(array)
-    if arr.dtype == _NUMPY["bfloat16"]:
-        arr = arr.astype(np.float32)
-    return arr.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN payloads (sweeps enumerate them) stay NaN
+        if arr.dtype == _NUMPY["bfloat16"]:
+            arr = arr.astype(np.float32)
+        return arr.astype(np.float64)

@@ -105,11 +105,13 @@ class Accumulator:
         if not same.all():  # NaN == NaN counts as correct
             self.correct += int(np.count_nonzero(np.isnan(observed) & np.isnan(expected)))
         worst_code = int(g.code[bad].min()) if bad.size else OK
-        i = int(np.argmax(ulp)) if worst_code == OK else \
-            int(bad[np.argmax(np.where(g.code[bad] == worst_code, ulp[bad], -1.0))])
+        sel = np.arange(x.size) if worst_code == OK else bad[g.code[bad] == worst_code]
+        sel = sel[ulp[sel] == ulp[sel].max()]
+        sel = sel[x[sel] == x[sel].min()]  # ties: smallest input, then target, so that
+        i = int(sel[np.argmin(y[sel])])   # shards and chunks cannot change the pick
         cand = (worst_code, -float(ulp[i]), float(x[i]), float(y[i]), float(observed[i]),
                 float(expected[i]), float(ulp[i]), float(g.ordinal[i]), STATUSES[worst_code])
-        if self.worst is None or cand[:2] < self.worst[:2]:
+        if self.worst is None or cand[:4] < self.worst[:4]:
             self.worst = cand
         pick = self.rng.integers(0, x.size, 16)
         self._sample("ok", pick[g.code[pick] == OK][:8], x, y, ulp, g.code)
@@ -339,8 +341,8 @@ def merge_records(records: list[dict]) -> list[dict]:
         base["max_bits"] = max(r["max_bits"] for r in rs)
         base["correctly_rounded"] = sum(r["correctly_rounded"] * r["n"] for r in rs) / base["n"]
         worsts = [r["worst"] for r in rs if r["worst"]]
-        base["worst"] = min(worsts, key=lambda w: (
-            SEVERITY[w["status"]], -(math.inf if isinstance(w["ulp"], str) else w["ulp"])),
+        base["worst"] = min(worsts, key=lambda w: (  # the order Accumulator.add uses
+            SEVERITY[w["status"]], -float(w["ulp"]), float(w["input"]), float(w["target"])),
             default=None)
         share = PLOT_CAP // len(rs)  # every shard is represented, not only the first
         base["points"] = [p for r in rs for p in r["points"][:share]]

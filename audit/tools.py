@@ -88,10 +88,10 @@ def cmd_sweep(argv: list[str]) -> int:
     if args.samples is not None and args.samples <= 0:
         raise UsageError("--samples must be positive")
     targets = [parse_number(t, args.dtype) for t in args.targets.split(",")]
-    reason = subjects.get(args.subject).skip_reason(args.dtype, args.device)
+    shard = _shard(args.shard)
+    reason = subjects.get(args.subject).skip_reason(args.dtype, args.device)  # imports
     if reason is not None:
         raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: {reason}")
-    shard = _shard(args.shard)
     records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs, device=args.device,
                          targets=targets, exhaustive=args.exhaustive,
                          samples=args.samples or 0, shard=shard, chunk=args.chunk,
