@@ -107,6 +107,8 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
             OP, "float32", pts, False)),
         "reference, fast: rounded, soft labels": (points, lambda: fast.rounded(
             OP, "float32", x, soft)),
+        "reference, fast: rounded, soft-label grads": (points, lambda: fast.rounded(
+            OP, "float32", x, soft, grad=True)),
     }
     torch_s = None
     for fw in ("torch", "tf", "keras"):
@@ -125,13 +127,13 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
                 points, Pipeline(torch_s, pts, workers))
     vectorized.point.cache_clear()
     rates = interleaved(cands, rounds, min_time)
-    fast.reset_stats()
-    fast.rounded(OP, "float32", x, y)
-    hard = fast.STATS["hard"] / fast.STATS["points"]
-    slow = fast.fallback_share()
-    fast.reset_stats()
-    fast.rounded(OP, "float32", x, soft)
-    slow_soft = fast.fallback_share()
+    routes = {}
+    for label, (t, g) in {"hard labels": (y, False), "soft labels": (soft, False),
+                          "hard-label gradients": (y, True),
+                          "soft-label gradients": (soft, True)}.items():
+        fast.reset_stats()
+        fast.rounded(OP, "float32", x, t, grad=g)
+        routes[label] = (fast.STATS["short"] / points, fast.fallback_share())
 
     print(f"points/s on {points:,} random float32 bit-pattern logits (finite, both signs), "
           f"hard targets 0/1 unless noted; mpmath on the first {m:,}; best of {rounds} "
@@ -140,8 +142,8 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
     base = rates["reference, mpmath"]
     for k, v in rates.items():
         print(f"  {k:44s} {v:>14,.0f}   x{v / base:>9,.1f} vs mpmath")
-    print(f"  fast reference routes: {hard:.2%} certified by the hard-label kernel, "
-          f"{slow:.4%} to mpmath (soft labels: {slow_soft:.4%} to mpmath)")
+    print("  fast reference routes (share certified by the short path / sent to mpmath): "
+          + "; ".join(f"{k} {a:.2%} / {b:.4%}" for k, (a, b) in routes.items()))
     if torch_s is not None:
         own = rates["torch.bce_with_logits itself"]
         for k, v in rates.items():

@@ -86,10 +86,10 @@ TERM_REL = 2.0 ** -42   # proven relative bound of each computed term
 ERR_REL = 2.0 ** -41    # E = ERR_REL (|d| + |t|) + ERR_ABS, twice the proven bound
 ERR_REL_RATIONAL = 2.0 ** -48
 ERR_ABS = 2.0 ** -600
-HARD_ULPS = 1 << 12     # _hard: certified when this many float64 ulps from a tie
-HARD_REL = 2.0 ** -43   # _hard: relative error bound of v (proven 2**-43.9) ...
-HARD_ABS = 2.0 ** -1000  # ... plus this absolute bound (exp(-700) stands in for e**-|z|),
-HARD_TINY = 2.0 ** -900  # which only matters where v is below this
+SHORT_ULPS = 1 << 12    # _short: certified when this many float64 ulps from a tie
+SHORT_REL = 2.0 ** -43  # _short: relative error bound of v (proven 2**-43.9) ...
+SHORT_ABS = 2.0 ** -1000  # ... plus this absolute bound (exp(-700) stands in for e**-|z|),
+SHORT_TINY = 2.0 ** -900  # which only matters where v is below this
 
 SMALL = 2.0 ** -200     # bce gradient: w in [SMALL, BIG]
 BIG = 2.0 ** 200        # weights and pos_weights at most BIG
@@ -103,9 +103,9 @@ MIN_FAST = 16           # vectorized.rounded uses this module from this many poi
 _SIGN = np.uint64(1 << 63)
 
 # how many points took which route since the last reset_stats()
-# ("fast" includes "hard", the points _hard certified, and "tier2", the points the
+# ("fast" includes "short", the points _short certified, and "tier2", the points the
 # double-double tier certified)
-STATS: dict[str, int] = {"points": 0, "fast": 0, "hard": 0, "tier2": 0, "domain": 0,
+STATS: dict[str, int] = {"points": 0, "fast": 0, "short": 0, "tier2": 0, "domain": 0,
                          "uncertain": 0}
 _DISABLED = False  # tests flip this to prove the detector matters (never in production)
 
@@ -312,7 +312,10 @@ def _logits_dd(x: np.ndarray, y: Any, w: Any, p: Any, grad: bool, fmt: Format
     2**-42 |T| + 2**-601; (s, r) = TwoSum(D_hi, t) exact, r2 = fl(r + D_lo) adds
     u |r2|. E = 2**-40 |t| + 2**-97 |D_hi| + 2**-50 |r2| + 2**-600 is at least twice
     that, so fl(r2 -+ E) stays outside. The bounds s + fl(r2 -+ E) are double-doubles,
-    rounded exactly by round_dd; certified where both round to the same bits.
+    rounded exactly by round_dd; certified where both round to the same bits (or, for
+    gradients with an exact D, where D+-0 on T's side and the far bound do; or, for
+    gradients at |x| <= 2**-30 with unit weights, where both ends of the bracket from
+    tanh's series do, see below).
     """
     a = np.abs(x)
     pos = x >= 0
@@ -339,7 +342,42 @@ def _logits_dd(x: np.ndarray, y: Any, w: Any, p: Any, grad: bool, fmt: Format
     r2 = r + dl
     err = 2.0 ** -40 * np.abs(t) + 2.0 ** -97 * np.abs(dh) + 2.0 ** -50 * np.abs(r2) + ERR_ABS
     out = round_dd(s, r2 - err, fmt)
-    return out, out.view(np.uint64) == round_dd(s, r2 + err, fmt).view(np.uint64)
+    ok = out.view(np.uint64) == round_dd(s, r2 + err, fmt).view(np.uint64)
+    if grad and not ok.all():
+        # A tail below the error floor (|x| > ~415) straddles D itself, e.g. a soft label
+        # whose 1 - y is a tie. But T = -+c s is never 0 and its sign is known, and the
+        # double-double D is exact where w = 1 (1 - y by Fast2Sum; p y by Dekker, exact for
+        # p = 1 without underflow): V lies strictly on T's side of D, between D+-0 and the
+        # far end of the interval. Where those two round alike, that is the rounding.
+        side = np.where(pos, -1.0, 1.0)
+        exact = (w == 1) & (pos | ((p == 1) & ((y == 0) | (y >= 2.0 ** -900))))
+        exact = np.broadcast_to(exact, side.shape)
+        near = round_dd(dh, dl, fmt, side)
+        far = np.where(side > 0, round_dd(s, r2 + err, fmt), out)
+        alt = exact & ~ok & (near.view(np.uint64) == far.view(np.uint64))
+        out = np.where(alt, near, out)
+        ok |= alt
+        # Near x = 0 with w = p = 1, V = (1/2 - y) + tanh(x/2)/2 and 1/2 - y may be a tie
+        # that the tail's 2**-42 relative error cannot separate from. tanh(x/2)/2 =
+        # (x/4)(1 - d), 0 <= d <= x**2/12 < 2**-61 for |x| <= 2**-30; 1/2 - y = h + l
+        # exactly (TwoSum); E = 2**-49 (|l| + |x/4|) covers d and the two roundings of
+        # fl(fl(l + x/4) -+ E), so h + that brackets V: round both ends exactly.
+        small = ~ok & (a <= 2.0 ** -30) & (a > 0)
+        small &= np.broadcast_to((w == 1) & (p == 1), small.shape)
+        if small.any():
+            i = np.flatnonzero(small)
+            yi = np.broadcast_to(y, x.shape)[i]
+            h = 0.5 - yi
+            bp = h - 0.5
+            lo_ = (0.5 - (h - bp)) + (-yi - bp)
+            q = 0.25 * x[i]
+            e2 = 2.0 ** -49 * (np.abs(lo_) + np.abs(q))
+            first = round_dd(h, (lo_ + q) - e2, fmt)
+            second = round_dd(h, (lo_ + q) + e2, fmt)
+            same = first.view(np.uint64) == second.view(np.uint64)
+            out[i[same]] = first[same]
+            ok[i[same]] = True
+    return out, ok
 
 
 def _is_boundary(h: np.ndarray, fmt: Format) -> np.ndarray:
@@ -354,16 +392,20 @@ def _is_boundary(h: np.ndarray, fmt: Format) -> np.ndarray:
     return np.where(a < math.ldexp(1.0, fmt.emin), sub, normal)
 
 
-def round_dd(h: np.ndarray, low: np.ndarray, fmt: Format) -> np.ndarray:
+def round_dd(h: np.ndarray, low: np.ndarray, fmt: Format, side: Any = 0.0) -> np.ndarray:
     """Correct rounding of the double-double h + low into fmt (|low| << |h|, or h = 0).
 
     (h, low) is first renormalized exactly (TwoSum), so h = fl(h + low). Every boundary of
     fmt is a float64 and no float64 lies strictly between h and h + low, so h + low
     rounds like h -- unless h IS a boundary, where the sign of low picks the side.
+    side (+-1 per point, or 0): round h + low + side * 0+ instead, the limit from that
+    side (where h + low is exactly a boundary and side != 0, the side picks it).
     """
     hh = h + low
     bp = hh - h
     ll = (h - (hh - bp)) + (low - bp)  # TwoSum: exact whatever the magnitudes
+    if np.any(side):
+        ll = np.where(ll != 0, ll, side)
     nudge = _is_boundary(hh, fmt) & (ll != 0)
     if nudge.any():
         hh = np.where(nudge, np.nextafter(hh, np.copysign(np.inf, ll)), hh)
@@ -419,47 +461,49 @@ def _special(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: 
     return nan | zero | edge, value
 
 
-def _hard(x: np.ndarray, sign: Any, grad: bool, fmt: Format, out: np.ndarray, v: np.ndarray
-          ) -> np.ndarray:
-    """bce_with_logits with hard labels (y in {0, 1}) and unit weights, the exhaustive
-    sweeps' case, in about a third of the passes of `_logits`. Writes result and v like
-    `_general`; sign = 1 - 2y. Returns the mask of certified points (the others are left
-    to `_general`). Certified points have |v - V| <= HARD_REL |V| + HARD_ABS (the
-    absolute part from |z| > 700, where v < HARD_TINY), no width needed.
+def _short(x: np.ndarray, y: Any, sign: Any, grad: bool, fmt: Format, out: np.ndarray,
+           v: np.ndarray) -> np.ndarray:
+    """bce_with_logits with unit weights: losses for any 0 <= y <= 1, gradients for hard
+    labels (sign = 1 - 2y = +-1), in about a third of the passes of `_logits` (the
+    exhaustive sweeps' case). Writes result and v like `_general`; returns the mask of
+    certified points (the others are left to `_general`). Certified points have
+    |v - V| <= SHORT_REL |V| + SHORT_ABS (the absolute part from |x| > 700, where v <
+    SHORT_TINY), no width needed.
 
-    With z = (1 - 2y) x the loss is softplus(z) = max(z, 0) + log1p(e) and the gradient
-    (1 - 2y) sigmoid(z) = (1 - 2y) (1 or e) / (1 + e), e = exp(-|z|); no cancellation.
-    Bound (as in the module docstring): e to LIBM_REL, log1p(e) to 2 LIBM_REL + u, the
-    quotient to 2 LIBM_REL + 3u, the sum with the exact max(z, 0) adds u: the magnitude m
-    satisfies |m - |V|| <= 2**-43.9 |V|, i.e. fewer than 2**9.2 float64 ulps of m.
-    (For |z| > 700, e = exp(-700) stands for a smaller exact e**-|z|: absolute error below
-    2**-1009, far under every format's smallest subnormal, as in `_exp_neg`.)
+    Loss: V = |x| f + log1p(e), f = 1 - y (x >= 0) or y (x < 0), e = exp(-|x|): two
+    non-negative terms. Gradient, y in {0, 1}: (1 - 2y) sigmoid(z), z = (1 - 2y) x,
+    sigmoid(z) = (1 or e) / (1 + e). No cancellation in either. Bound (as in the module
+    docstring): e to LIBM_REL, log1p(e) to 2 LIBM_REL + u, the quotient to 2 LIBM_REL +
+    3u; |x| f to 2u (1 - y and the product), the sum adds u: the magnitude m satisfies
+    |m - |V|| <= 2**-43.9 |V|, i.e. fewer than 2**9.2 float64 ulps of m. (For |x| > 700,
+    e = exp(-700) stands for a smaller exact e**-|x|: absolute error below 2**-1009, far
+    under every format's smallest subnormal, as in `_exp_neg`.)
     Certification without rounding an interval: the float64 bits of m below fmt's last
-    place are more than HARD_ULPS = 2**12 float64 ulps away from the half-way pattern.
+    place are more than SHORT_ULPS = 2**12 float64 ulps away from the half-way pattern.
     Then no rounding boundary of fmt lies within the error (across a power of two the
     nearest boundary is ~2**(51 - p) float64 ulps away), so m and |V| round alike. Only
     where fmt is normal (tiny <= m <= max_finite; NaN fails both); an m below half fmt's
     smallest subnormal by more than the bound certifies a zero signed like V (finite x
     only: limits at inf are the general path's). The rest is left uncertified."""
     s = 53 - fmt.precision
-    z = x * sign
-    a = np.abs(z)
+    a = np.abs(x)
     e = np.minimum(a, 700.0)
     np.negative(e, out=e)
     np.exp(e, out=e)
     if grad:
         den = 1.0 + e
-        np.copyto(e, 1.0, where=z >= 0)
+        np.copyto(e, 1.0, where=x * sign >= 0)
         np.divide(e, den, out=v)
     else:
         np.log1p(e, out=v)
-        np.maximum(z, 0.0, out=z)
-        v += z
+        f = np.where(x >= 0, 1.0 - y, y)
+        f *= a
+        v += f
     bits = v.view(np.uint64)
     dist = (bits & np.uint64((1 << s) - 1)).view(np.int64)
     dist -= 1 << (s - 1)
     np.abs(dist, out=dist)
-    ok = dist > HARD_ULPS
+    ok = dist > SHORT_ULPS
     if not _DISABLED:
         ok &= v >= math.ldexp(1.0, fmt.emin)
     else:
@@ -486,12 +530,15 @@ def _unit(a: Any) -> bool:
     return np.ndim(a) == 0 and a == 1
 
 
-def _hard_sign(y: Any) -> Any:
-    """1 - 2y where every y is 0 or 1 (the labels _hard takes), else None."""
+def _short_labels(y: Any, grad: bool) -> tuple[bool, Any]:
+    """(whether _short takes these labels, sign = 1 - 2y for gradients): losses take
+    every 0 <= y <= 1, gradients only y in {0, 1}."""
+    if not grad:
+        return bool(np.all((y >= 0) & (y <= 1))), None
     sign = 1.0 - 2.0 * y
     if np.ndim(y) == 0:
-        return sign if sign in (1.0, -1.0) else None
-    return sign if np.all(np.abs(sign) == 1.0) else None
+        return sign in (1.0, -1.0), sign
+    return bool(np.all(np.abs(sign) == 1.0)), sign
 
 
 def _general(op: str, grad: bool, fmt: Format | None, x: np.ndarray, y: Any, w: Any, p: Any,
@@ -561,7 +608,7 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
         if a.size == 1 and i > 0:
             flat.append(np.float64(a.reshape(())))
         elif i > 1 and a.size and a.flat[0] == 1 and np.all(a == 1):
-            flat.append(np.float64(1.0))  # unit weights as arrays: still _hard's case
+            flat.append(np.float64(1.0))  # unit weights as arrays: still _short's case
         else:
             flat.append(np.broadcast_to(a, shape).ravel())
     return shape, flat
@@ -573,25 +620,26 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
                     np.ndarray | None]:
     """(result, status, v, width, indices of status != 0, indices _general computed) over
     all points, chunk by chunk. width (only with parts) is set where _general computed;
-    the last item is None when that is every point (_hard never ran)."""
+    the last item is None when that is every point (_short never ran)."""
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
     status = np.empty(n, dtype=np.int8)
     v = np.empty(n)
     width = np.empty(n) if parts else None
-    hard = fmt is not None and op == "bce_with_logits" and _unit(flat[2]) and _unit(flat[3])
-    pending = []  # points _hard left to _general, batched: its fixed cost is ~100 calls
-    general = []  # chunks _general ran on, when _hard ran on others
+    short = fmt is not None and op == "bce_with_logits" and _unit(flat[2]) and _unit(flat[3])
+    pending = []  # points _short left to _general, batched: its fixed cost is ~100 calls
+    general = []  # chunks _general ran on, when _short ran on others
     for s in range(0, n, CHUNK):
         part = [a[s:s + CHUNK] if np.ndim(a) else a for a in flat]
-        sign = _hard_sign(part[1]) if hard else None
-        if sign is not None:
+        take, sign = _short_labels(part[1], grad) if short else (False, None)
+        if take:
             with np.errstate(all="ignore"):
-                ok = _hard(part[0], sign, grad, fmt, out[s:s + CHUNK], v[s:s + CHUNK])
+                ok = _short(part[0], part[1], sign, grad, fmt, out[s:s + CHUNK],
+                            v[s:s + CHUNK])
             status[s:s + CHUNK] = 0
             left = np.flatnonzero(~ok)
-            STATS["hard"] += ok.size - left.size
+            STATS["short"] += ok.size - left.size
             pending.append(left + s)
             continue
         general.append(np.arange(s, min(s + CHUNK, n)))
@@ -738,13 +786,13 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
     with np.errstate(invalid="ignore"):
         if gen is None:
             loose = np.flatnonzero(~(width <= rel_tol * np.abs(v) + abs_tol))
-        else:  # _hard's points are within its bounds: usually only _general's are loose
+        else:  # _short's points are within its bounds: usually only _general's are loose
             loose = gen[~(width[gen] <= rel_tol * np.abs(v[gen]) + abs_tol)]
-            if rel_tol < 2 * HARD_REL or abs_tol < HARD_ABS:
+            if rel_tol < 2 * SHORT_REL or abs_tol < SHORT_ABS:
                 mask = np.ones(v.size, dtype=bool)
                 mask[gen] = False
-                if rel_tol >= 2 * HARD_REL:
-                    mask &= np.abs(v) < HARD_TINY
+                if rel_tol >= 2 * SHORT_REL:
+                    mask &= np.abs(v) < SHORT_TINY
                 loose = np.union1d(loose, np.flatnonzero(mask))
     lo = _certified_parts(op, grad, flat, v, loose)
     return out.reshape(shape), (v.reshape(shape), lo.reshape(shape))
