@@ -1,6 +1,6 @@
 """Fast certified reference: vectorized float64 evaluation with a proven error bound.
 
-The mpmath engine (engine.py) certifies ~30k points/s; the audit needs millions. Here
+The mpmath engine (engine.py) certifies ~45k points/s; the audit needs millions. Here
 every point is evaluated in float64 numpy together with a rigorous bound E such that
 the exact value V lies in [lo, hi] = [v - E, v + E]. Rounding to nearest-even is
 monotone, so when lo and hi round to the SAME value of the target format (same bits,
@@ -10,6 +10,12 @@ domain where the bound below is proven) is sent to the mpmath path
 (`vectorized.point`). The result is bit-identical to the pure mpmath reference by
 construction. Only float16, bfloat16 and float32 targets take this path: float64 would
 need about 2 x 53 correct bits, which float64 arithmetic cannot certify.
+
+Routes, cheapest first: `_short` (unit weights: every loss with 0 <= y <= 1, gradients
+with y in {0, 1}; ~15 numpy passes, certified from the float64 bits of the estimate),
+`_general` (any point of the domain; interval [lo, hi] rounded at both ends), tier 2
+`_logits_dd` (exact dyadic part in double-double, for near-ties), then mpmath.
+`python -m audit bench` prints the measured rates and the share of each route.
 
 Error model (the proof)
 -----------------------
