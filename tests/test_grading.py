@@ -83,7 +83,10 @@ def test_error_batch() -> None:
 @pytest.mark.parametrize("op,grad", [("bce_with_logits", False), ("bce_with_logits", True),
                                      ("bce", False), ("bce", True)])
 def test_rounded_and_parts_is_rounded_plus_approx_parts(op: str, grad: bool) -> None:
-    """The one-pass grading reference equals the two separate certified entry points."""
+    """The one-pass grading reference rounds exactly like `rounded`, and its parts meet
+    approx_parts' contract: within rel_tol/2 |V| + abs_tol of V, so within twice that of
+    approx_parts' own parts (the short path may estimate a value below abs_tol
+    differently, e.g. e**-1000 as e**-700)."""
     from reference import fast
 
     rng = np.random.default_rng(5)
@@ -98,5 +101,8 @@ def test_rounded_and_parts_is_rounded_plus_approx_parts(op: str, grad: bool) -> 
     got, (hi, lo) = fast.rounded_and_parts(op, "float32", x, y, **kw)
     np.testing.assert_array_equal(got, reference.rounded(op, "float32", x, y, grad=grad))
     want_hi, want_lo = fast.approx_parts(op, x, y, **kw)
-    np.testing.assert_array_equal(hi, want_hi)
-    np.testing.assert_array_equal(lo, want_lo)
+    np.testing.assert_array_equal(np.isnan(hi), np.isnan(want_hi))
+    fin = np.isfinite(want_hi)
+    np.testing.assert_array_equal(hi[~fin & ~np.isnan(hi)], want_hi[~fin & ~np.isnan(hi)])
+    diff = np.abs((hi[fin] - want_hi[fin]) + (lo[fin] - want_lo[fin]))
+    assert np.all(diff <= kw["rel_tol"] * np.abs(want_hi[fin]) + 2 * kw["abs_tol"])
