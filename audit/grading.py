@@ -175,10 +175,13 @@ def _grade_block(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, d
     # the class checks (NaN, inf, sign, zero) only concern points that are non-finite,
     # zero, or of opposite sign, and never equal pairs (+0 == -0 included): decide those
     # on their subset, in DESIGN.md order (underflowed losses make zeros common)
-    idx = np.flatnonzero((~(np.isfinite(o) & np.isfinite(x)) | (o == 0)
-                          | (np.signbit(o) != np.signbit(x))) & (o != x))
+    idx = np.flatnonzero(o != x)  # NaN != NaN: NaN pairs stay in
     if idx.size:
         os_, xs_ = o[idx], x[idx]
+        keep = (~(np.isfinite(os_) & np.isfinite(xs_)) | (os_ == 0)
+                | (np.signbit(os_) != np.signbit(xs_)))
+        idx, os_, xs_ = idx[keep], os_[keep], xs_[keep]
+    if idx.size:
         o_nan, x_nan = np.isnan(os_), np.isnan(xs_)
         o_inf, x_inf = np.isinf(os_), np.isinf(xs_)
         conditions = [
