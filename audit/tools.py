@@ -18,13 +18,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _doc(records: list[dict], command: str, profile: str) -> dict:
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _doc(records: list[dict], command: str, profile: str, started: str | None = None) -> dict:
     from audit import frameworks
 
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+    now = _now()
     return {
         "schema_version": results.SCHEMA_VERSION,
-        "run": {"id": "", "started": now, "finished": now,
+        "run": {"id": "", "started": started or now, "finished": now,
                 "status": "failed" if any(r["outcome"] == "failed" for r in records)
                 else "passed", "profile": profile, "seed": None, "command": command,
                 "versions": {"python": platform.python_version(), **frameworks.versions()},
@@ -92,12 +96,14 @@ def cmd_sweep(argv: list[str]) -> int:
     reason = subjects.get(args.subject).skip_reason(args.dtype, args.device)  # imports
     if reason is not None:
         raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: {reason}")
+    started = _now()
     records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs, device=args.device,
                          targets=targets, exhaustive=args.exhaustive,
                          samples=args.samples or 0, shard=shard, chunk=args.chunk,
                          seed=args.seed, budget=args.max_ulp or ulp_budget(args.dtype),
                          progress=not args.quiet)
-    run_dir = _write(_doc(records, "python -m audit sweep " + " ".join(argv), "sweep"), args.out)
+    run_dir = _write(_doc(records, "python -m audit sweep " + " ".join(argv), "sweep", started),
+                     args.out)
     for r in records:
         print(f"{r['subject']} {r['dtype']} {r['quantity']}: n={r['n']:,} "
               f"max_ulp={r['max_ulp']} p99<={r['p99_ulp']} counts={r['counts']}")
@@ -113,13 +119,17 @@ def cmd_merge(argv: list[str]) -> int:
     p.add_argument("shards", nargs="+", help="results.json files or run dirs of the shards")
     args = p.parse_args(argv)
     records: list[dict] = []
+    starts: list[str] = []
     for s in args.shards:
         try:
-            records += results.load_results(s)["records"]
+            doc = results.load_results(s)
         except results.ResultsError as e:
             raise UsageError(str(e)) from None
+        records += doc["records"]
+        starts.append(doc["run"]["started"])
     merged = merge_records(records)
-    run_dir = _write(_doc(merged, "python -m audit merge " + " ".join(argv), "sweep"), args.out)
+    run_dir = _write(_doc(merged, "python -m audit merge " + " ".join(argv), "sweep",
+                          min(starts)), args.out)
     print(f"merged {len(records)} records into {len(merged)}: {run_dir}")
     return 0
 
