@@ -63,8 +63,13 @@ def test_worst_case_repro_is_bit_for_bit(failed_run: Path) -> None:
         assert probe["status"] == worst["status"]
 
 
+# long enough that the interrupt lands mid-run even on a loaded machine
+LONG_SELECTION = ["tests/stability", "-p", "no:cacheprovider", "-q", "--subjects",
+                  "torch.bce_with_logits,torch.bce,torch.sigmoid_bce", "--devices", "cpu"]
+
+
 def test_interrupted_run_still_writes_report(tmp_path: Path) -> None:
-    proc = _pytest([*SELECTION, "--no-contracts", "-p", "no:randomly"], tmp_path,
+    proc = _pytest([*LONG_SELECTION, "--no-contracts", "-p", "no:randomly"], tmp_path,
                    start_new_session=True)
     deadline = time.monotonic() + 240
     parts = tmp_path / ".records"
