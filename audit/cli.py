@@ -18,7 +18,8 @@ from audit.dtypes import DTYPES, ulp_budget
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
 
-COMMANDS = ("subjects", "probe", "sweep", "merge", "bench", "compare", "draft-contracts")
+COMMANDS = ("subjects", "probe", "sweep", "merge", "table", "bench", "compare",
+            "draft-contracts")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             from audit import draft_contracts
 
             return draft_contracts.main(rest)
-        if command in ("sweep", "merge", "bench"):
+        if command in ("sweep", "merge", "table", "bench"):
             from audit import tools
 
             return getattr(tools, f"cmd_{command}")(rest)

@@ -150,3 +150,38 @@ def cmd_bench(argv: list[str]) -> int:
         raise UsageError("--mpmath-points cannot exceed --points")
     bench.run(args.points, args.mpmath_points, args.rounds, args.min_time)
     return 0
+
+
+def _fmt(v: object) -> str:
+    return v if isinstance(v, str) else f"{v:.4g}"
+
+
+def markdown_table(records: list[dict]) -> str:
+    """One markdown row per record: what a sweep found, to paste into an issue or a note."""
+    head = ("| subject | quantity | dtype | device | mode | n | correctly rounded | max ulp "
+            "| p99 ulp <= | non-ok points by status | worst input | worst status |")
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in sorted(records, key=lambda r: (r["subject"], r["dtype"], r["device"],
+                                            r["quantity"] != "loss")):
+        bad = ", ".join(f"{k} {v:,}" for k, v in r["counts"].items() if k != "ok") or "none"
+        w = r.get("worst") or {}
+        worst = f"x={w.get('input')} y={w.get('target')}" if w else "-"
+        rows.append(f"| {r['subject']} | {r['quantity']} | {r['dtype']} | {r['device']} | "
+                    f"{r['mode']} | {r['n']:,} | {r['correctly_rounded']:.4%} | "
+                    f"{_fmt(r['max_ulp'])} | {_fmt(r['p99_ulp'])} | {bad} | {worst} | "
+                    f"{w.get('status', '-')} |")
+    return "\n".join(rows)
+
+
+def cmd_table(argv: list[str]) -> int:
+    p = _Parser(prog="python -m audit table")
+    p.add_argument("runs", nargs="+", help="results.json files or run directories")
+    args = p.parse_args(argv)
+    records: list[dict] = []
+    for run in args.runs:
+        try:
+            records += results.load_results(run)["records"]
+        except results.ResultsError as e:
+            raise UsageError(str(e)) from None
+    print(markdown_table(records))
+    return 0

@@ -176,6 +176,7 @@ def run_audit(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--targets", "0,abc"], "abc"),
     (["merge", "out-dir", "/nonexistent/results.json"], "nonexistent"),
     (["bench", "--points", "0"], "--points"),
+    (["table", "/nonexistent"], "nonexistent"),
 ])
 def test_tool_usage_errors_are_one_line(args, needle, tmp_path):
     proc = run_audit(*args, cwd=tmp_path)
@@ -207,6 +208,12 @@ def test_sweep_and_merge_cli_write_valid_runs(tmp_path):
     html = (tmp_path / "m" / "index.html").read_text()
     assert "exhaustive" in html and SUBJECT in html
     json.dumps(doc)  # plain JSON all the way down
+    proc = run_audit("table", str(tmp_path / "m"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("| subject | quantity |") and len(lines) == 4
+    assert all(f"| {SUBJECT} |" in row and "| exhaustive | 126,980 |" in row
+               for row in lines[2:])
 
 
 def test_bench_prints_side_by_side_ratios(tmp_path):
