@@ -104,7 +104,6 @@ def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
     """Observed values; a batch that raises is split until the raising points are
     isolated (torch's BCELoss rejects a whole batch for one bad point)."""
     n = pts["x"].size
-    observed = np.full(n, np.nan)
     errors: dict[int, str] = {}
     use_w = CHECKS[case.check][1] and subject.weight
     use_p = CHECKS[case.check][1] and subject.pos_weight
@@ -116,10 +115,11 @@ def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
         return np.asarray(out, dtype=np.float64)[: x.size]
 
     try:  # the whole batch in one call: no index copies on the common path
-        observed[:] = run(pts["x"], pts["y"], pts["w"], pts["p"])
+        return run(pts["x"], pts["y"], pts["w"], pts["p"]), errors
     except Exception:
         # bisect with an explicit stack: a recursive closure would be a reference cycle
         # keeping every batch's arrays alive until the cyclic GC happens to run
+        observed = np.full(n, np.nan)
         stack = [np.arange(n)]
         while stack:
             idx = stack.pop()
