@@ -1,5 +1,9 @@
 """`python -m audit bench`: throughput measured side by side, on the same inputs, in one run.
 
+The batch is the sweeps' chunk (2**20 points) by default: that is the size the grading
+pipeline runs at in practice, and on small batches fresh arrays cost page faults that a
+long-running sweep does not pay (numpy backs arrays of 4 MiB and more with huge pages).
+
 Every candidate runs in rounds, interleaved (a, b, c, a, b, c, ...), each round for at
 least --min-time seconds; its rate is the best round. On a shared machine a slow spell
 then hits every candidate alike instead of whichever ran during it, and the ratios are

@@ -139,7 +139,8 @@ def cmd_bench(argv: list[str]) -> int:
     from audit import bench
 
     p = _Parser(prog="python -m audit bench")
-    p.add_argument("--points", type=int, default=1 << 18)
+    p.add_argument("--points", type=int, default=1 << 20,
+                   help="batch size (default 2**20, the sweeps' chunk)")
     p.add_argument("--mpmath-points", type=int, default=4000)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.25, help="seconds per round")

@@ -622,17 +622,19 @@ def _prepare(op: str, input: Any, target: Any, weight: Any, pos_weight: Any
 
 def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: list[Any],
          abs_tol: float = 0.0, rel_tol: float = 0.0, parts: bool = True
-         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray,
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray,
                     np.ndarray | None]:
     """(result, status, v, width, indices of status != 0, indices _general computed) over
-    all points, chunk by chunk. width (only with parts) is set where _general computed;
-    the last item is None when that is every point (_short never ran)."""
+    all points, chunk by chunk. v and width only with parts (else None: a fresh array of
+    every point costs page faults); width is set where _general computed; the last item
+    is None when that is every point (_short never ran)."""
     x = flat[0]
     n = x.shape[0]
     out = np.empty(n)
     status = np.empty(n, dtype=np.int8)
-    v = np.empty(n)
+    v = np.empty(n) if parts else None
     width = np.empty(n) if parts else None
+    scratch = None if parts else np.empty(min(n, CHUNK))  # _short's working buffer
     short = fmt is not None and op == "bce_with_logits" and _unit(flat[2]) and _unit(flat[3])
     pending = []  # points _short left to _general, batched: its fixed cost is ~100 calls
     general = []  # chunks _general ran on, when _short ran on others
@@ -641,8 +643,8 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
         take, sign = _short_labels(part[1], grad) if short else (False, None)
         if take:
             with np.errstate(all="ignore"):
-                ok = _short(part[0], part[1], sign, grad, fmt, out[s:s + CHUNK],
-                            v[s:s + CHUNK])
+                vs = scratch[:part[0].size] if v is None else v[s:s + CHUNK]
+                ok = _short(part[0], part[1], sign, grad, fmt, out[s:s + CHUNK], vs)
             status[s:s + CHUNK] = 0
             left = np.flatnonzero(~ok)
             STATS["short"] += ok.size - left.size
@@ -650,17 +652,17 @@ def _run(op: str, grad: bool, fmt: Format | None, shape: tuple[int, ...], flat: 
             continue
         general.append(np.arange(s, min(s + CHUNK, n)))
         res = _general(op, grad, fmt, *part, abs_tol, rel_tol)
-        out[s:s + CHUNK], status[s:s + CHUNK], v[s:s + CHUNK] = res[:3]
-        if width is not None:
-            width[s:s + CHUNK] = res[3]
+        out[s:s + CHUNK], status[s:s + CHUNK] = res[:2]
+        if v is not None:
+            v[s:s + CHUNK], width[s:s + CHUNK] = res[2:]
     rest = np.concatenate(pending) if pending else np.empty(0, dtype=np.intp)
     for s in range(0, rest.size, CHUNK):
         idx = rest[s:s + CHUNK]
         part = [a[idx] if np.ndim(a) else a for a in flat]
         res = _general(op, grad, fmt, *part)
-        out[idx], status[idx], v[idx] = res[:3]
-        if width is not None:
-            width[idx] = res[3]
+        out[idx], status[idx] = res[:2]
+        if v is not None:
+            v[idx], width[idx] = res[2:]
     bad = np.flatnonzero(status)
     if fmt is not None and op == "bce_with_logits" and bad.size:
         idx = bad[status[bad] == 2]
