@@ -491,7 +491,6 @@ def _short(x: np.ndarray, y: Any, sign: Any, grad: bool, fmt: Format, out: np.nd
     where fmt is normal (tiny <= m <= max_finite; NaN fails both); an m below half fmt's
     smallest subnormal by more than the bound certifies a zero signed like V (finite x
     only: limits at inf are the general path's). The rest is left uncertified."""
-    s = 53 - fmt.precision
     a = np.abs(x)
     e = np.minimum(a, 700.0)
     np.negative(e, out=e)
@@ -505,18 +504,32 @@ def _short(x: np.ndarray, y: Any, sign: Any, grad: bool, fmt: Format, out: np.nd
         f = np.where(x >= 0, 1.0 - y, y)
         f *= a
         v += f
-    bits = v.view(np.uint64)
+    ok = _round_bits(v, a <= XMAX, fmt, out)
+    if grad:
+        out *= sign  # exact: sign is +-1 (-0.0 for a zero with y = 1)
+        v *= sign
+    return ok
+
+
+def _round_bits(m: np.ndarray, finite: np.ndarray, fmt: Format, out: np.ndarray
+                ) -> np.ndarray:
+    """`_short`'s certification: m >= 0 estimates |V| to within 2**9.2 float64 ulps (of m);
+    writes round(m) into out and returns where that is round(|V|) for sure: m's bits below
+    fmt's last place more than SHORT_ULPS from the half-way pattern, fmt normal at m; or,
+    where `finite`, m so far below half the smallest subnormal that |V| rounds to 0."""
+    s = 53 - fmt.precision
+    bits = m.view(np.uint64)
     dist = (bits & np.uint64((1 << s) - 1)).view(np.int64)
     dist -= 1 << (s - 1)
     np.abs(dist, out=dist)
     ok = dist > SHORT_ULPS
     if not _DISABLED:
-        ok &= v >= math.ldexp(1.0, fmt.emin)
+        ok &= m >= math.ldexp(1.0, fmt.emin)
     else:
-        ok = v >= math.ldexp(1.0, fmt.emin)
-    ok &= v <= fmt.max_finite
-    zero = v < math.ldexp(1.0 - 2.0 ** -30, fmt.quantum_exp - 1)
-    zero &= a <= XMAX
+        ok = m >= math.ldexp(1.0, fmt.emin)
+    ok &= m <= fmt.max_finite
+    zero = m < math.ldexp(1.0 - 2.0 ** -30, fmt.quantum_exp - 1)
+    zero &= finite
     ok |= zero
     # round at bit s of the pattern (ties, never certified, would go to even); zeros to 0
     q = bits >> np.uint64(s)
@@ -526,9 +539,6 @@ def _short(x: np.ndarray, y: Any, sign: Any, grad: bool, fmt: Format, out: np.nd
     np.logical_not(zero, out=zero)
     q *= zero
     np.bitwise_and(q, np.uint64(~((1 << s) - 1) & ((1 << 64) - 1)), out=out.view(np.uint64))
-    if grad:
-        out *= sign  # exact: sign is +-1 (-0.0 for a zero with y = 1)
-        v *= sign
     return ok
 
 

@@ -66,8 +66,8 @@ def boundary_heavy_float64(rng: np.random.Generator, fmt, n: int) -> np.ndarray:
     """Random values plus exact ties, their float64 neighbours, subnormal and overflow
     thresholds of fmt."""
     e = rng.integers(fmt.quantum_exp - 3, fmt.emax + 2, n)
-    m = rng.integers(1 << fmt.precision, 1 << (fmt.precision + 1), n)
-    ties = np.ldexp((2 * m + 1).astype(np.float64), e - fmt.precision - 1)  # midpoints
+    m = rng.integers(1 << (fmt.precision - 1), 1 << fmt.precision, n)  # p-bit significands
+    ties = np.ldexp((2 * m + 1).astype(np.float64), e - fmt.precision)  # (m + 1/2) ulp
     vals = np.concatenate([
         ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf),
         np.ldexp(rng.uniform(0.5, 1, n), e),
@@ -282,6 +282,28 @@ def test_soft_label_gradients_at_extreme_logits_settle_without_mpmath():
     assert fast.STATS["uncertain"] > 0
     want = mp_rounded("bce_with_logits", True, x[:200], y[:200], 1.5)["float32"]
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_short_path_certifies_only_what_its_error_bound_allows(dtype):
+    """Fault injection for `_round_bits`: around ties, subnormal and overflow thresholds, every
+    estimate it certifies must round like every value within the proven error (2**9.2
+    float64 ulps, taken as 2**9.3) on both sides; near ties it must certify something."""
+    fmt = get_format(dtype)
+    rng = np.random.default_rng(9)
+    ties = np.abs(boundary_heavy_float64(rng, fmt, 300))
+    ties = ties[(ties > 0) & (ties < 2.0 ** 1000)]
+    k = np.concatenate([np.arange(-40, 41), rng.integers(-(1 << 14), 1 << 14, 120),
+                        (1 << 12) + np.arange(-700, 701, 7)]).astype(np.float64)
+    m = (ties[:, None] * (1 + k[None, :] * 2.0 ** -52)).ravel()  # k float64 ulps (roughly)
+    m = m[np.isfinite(m)]
+    out = np.empty_like(m)
+    ok = fast._round_bits(m.copy(), np.ones(m.size, dtype=bool), fmt, out)
+    assert ok.any() and not ok.all()
+    ulp = np.spacing(m)
+    for off in (-(2.0 ** 9.3), 2.0 ** 9.3):
+        worst = fast.round_array(np.maximum(m + off * ulp, 0.0), fmt)  # |V| >= 0
+        assert np.array_equal(worst[ok].view(np.uint64), out[ok].view(np.uint64))
 
 
 # --------------------------------------------------------------------------- plumbing
