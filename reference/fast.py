@@ -348,7 +348,8 @@ def _logits_dd(x: np.ndarray, y: Any, w: Any, p: Any, grad: bool, fmt: Format
     r2 = r + dl
     err = 2.0 ** -40 * np.abs(t) + 2.0 ** -97 * np.abs(dh) + 2.0 ** -50 * np.abs(r2) + ERR_ABS
     out = round_dd(s, r2 - err, fmt)
-    ok = out.view(np.uint64) == round_dd(s, r2 + err, fmt).view(np.uint64)
+    upper = round_dd(s, r2 + err, fmt)
+    ok = out.view(np.uint64) == upper.view(np.uint64)
     if grad and not ok.all():
         # A tail below the error floor (|x| > ~415) straddles D itself, e.g. a soft label
         # whose 1 - y is a tie. But T = -+c s is never 0 and its sign is known, and the
@@ -359,7 +360,7 @@ def _logits_dd(x: np.ndarray, y: Any, w: Any, p: Any, grad: bool, fmt: Format
         exact = (w == 1) & (pos | ((p == 1) & ((y == 0) | (y >= 2.0 ** -900))))
         exact = np.broadcast_to(exact, side.shape)
         near = round_dd(dh, dl, fmt, side)
-        far = np.where(side > 0, round_dd(s, r2 + err, fmt), out)
+        far = np.where(side > 0, upper, out)
         alt = exact & ~ok & (near.view(np.uint64) == far.view(np.uint64))
         out = np.where(alt, near, out)
         ok |= alt
