@@ -8,14 +8,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: audit test lint bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The stability audit: every subject x dtype x device x check; writes reports/latest/.
 audit: $(STAMP)
-	$(BIN)/python -m pytest tests/stability -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
+	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
 
 # Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
 test: $(STAMP)

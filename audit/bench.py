@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from audit import subjects
+from audit import runners, subjects
+from audit.batch import Batch
 from audit.checks import Case, reference_values, run_framework
 from audit.grading import grade
 
@@ -44,7 +45,7 @@ def interleaved(cands: dict[str, tuple[int, Callable[[], object]]], rounds: int,
     return best
 
 
-def inputs(n: int, seed: int = 2026) -> dict[str, np.ndarray]:
+def inputs(n: int, seed: int = 2026) -> Batch:
     """n float32 bit patterns (finite, both signs, uniform over patterns) as float64
     logits with hard targets 0/1, unit weights."""
     rng = np.random.default_rng(seed)
@@ -52,7 +53,7 @@ def inputs(n: int, seed: int = 2026) -> dict[str, np.ndarray]:
     bits |= rng.integers(0, 2, size=n, dtype=np.uint32) << np.uint32(31)
     x = bits.view(np.float32).astype(np.float64)
     y = rng.integers(0, 2, size=n).astype(np.float64)
-    return {"x": x, "y": y, "w": np.ones(n), "p": np.ones(n)}
+    return Batch.of(x, y)
 
 
 class Pipeline:
@@ -60,15 +61,15 @@ class Pipeline:
     the batch split into `workers` contiguous parts graded in threads (numpy and the
     frameworks release the GIL in their kernels)."""
 
-    def __init__(self, subject: subjects.Subject, pts: dict[str, np.ndarray], workers: int):
+    def __init__(self, subject: subjects.Subject, pts: Batch, workers: int):
         self.subject, self.pts, self.workers = subject, pts, workers
         self.case = Case(subject.name, "values", "float32", "cpu")
-        cut = np.linspace(0, pts["x"].size, workers + 1).astype(int)
-        self.parts = [{k: v[a:b] for k, v in pts.items()} for a, b in itertools.pairwise(cut)]
+        cut = np.linspace(0, len(pts), workers + 1).astype(int)
+        self.parts = [pts.take(slice(a, b)) for a, b in itertools.pairwise(cut)]
         self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
 
-    def _one(self, pts: dict[str, np.ndarray]) -> object:
-        observed, _ = run_framework(self.subject, self.case, pts)
+    def _one(self, pts: Batch) -> object:
+        observed, _, _ = run_framework(self.subject, self.case, pts)
         expected, parts = reference_values(self.subject.reference_op, "float32", pts, False)
         return grade(observed, expected, *parts, "float32", 4.0)
 
@@ -97,7 +98,7 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
     from reference.formats import round_to
 
     pts = inputs(points)
-    x, y = pts["x"], pts["y"]
+    x, y = pts.input, pts.target
     soft = np.random.default_rng(1).random(points).astype(np.float32).astype(np.float64)
     m = mpmath_points
     fast.libm_ok()  # the one-time self-check of numpy's libm is not throughput
@@ -115,8 +116,10 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
             OP, "float32", x, soft, grad=True)),
     }
     torch_s = None
-    for fw in ("torch", "tf", "keras"):
-        s = subjects.get(f"{fw}.bce_with_logits")
+    for fw in runners.names():
+        if f"{fw}.{OP}" not in subjects.SUBJECTS:
+            continue
+        s = subjects.get(f"{fw}.{OP}")
         if s.skip_reason("float32", "cpu"):
             print(f"  ({s.name} skipped: {s.skip_reason('float32', 'cpu')})")
             continue

@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import reference
-from audit import regions
+from audit import regions, workers
+from audit.batch import Batch
 from audit.grading import Graded, grade
 from audit.subjects import Subject
 from reference.vectorized import double_double
 
-# check name -> (quantity, needs weights, reductions it runs under)
+# check name -> (quantity, needs weights)
 CHECKS: dict[str, tuple[str, bool]] = {
     "values": ("loss", False),
     "grads": ("grad", False),
@@ -27,6 +28,7 @@ CHECKS: dict[str, tuple[str, bool]] = {
 PAD = 64  # batches are padded to a multiple of this so every point takes the vector path
 REDUCED_BATCHES = 96
 REDUCED_SIZE = 7
+CRASH_FANOUT = 16  # a crash costs a new worker: split crashing batches 16 ways, not 2
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Outcome:
     """Everything measured for one case (nothing is dropped, even on failure)."""
 
     case: Case
-    points: dict[str, np.ndarray]
+    points: Batch
     observed: np.ndarray
     expected: np.ndarray
     exact: tuple[np.ndarray, np.ndarray]
@@ -62,36 +64,35 @@ class Outcome:
     errors: dict[int, str] = field(default_factory=dict)
     mode: str = "grid"
     op: str = "bce_with_logits"
+    crashes: frozenset[int] = frozenset()
+    members: tuple[np.ndarray, np.ndarray] | None = None  # reductions: each batch's points
 
 
-def point_set(subject: Subject, check: str, dtype: str) -> tuple[dict[str, np.ndarray], str]:
+def point_set(subject: Subject, check: str, dtype: str) -> tuple[Batch, str]:
     """The fixed inputs of a check, as float64 arrays exact in the dtype, and the mode.
 
-    16-bit dtypes are exhaustive: every input value of the dtype (every probability in
-    [0, 1] for bce) with hard targets, plus the grid with soft targets.
+    16-bit dtypes are exhaustive: every input value of the dtype in the family's domain
+    with hard targets, plus the family's grid with soft targets.
     """
-    logits = subject.reference_op == "bce_with_logits"
-    inputs = regions.logit_grid(dtype) if logits else regions.probability_grid(dtype)
+    family = subject.family_record
+    inputs = family.grid(dtype)
     soft = regions.soft_targets(dtype)
     if CHECKS[check][1]:
         inputs = inputs[:: max(1, inputs.size // 80)]
         w = regions.weight_grid(dtype) if subject.weight else np.array([1.0])
-        p = regions.weight_grid(dtype) if subject.pos_weight and logits else np.array([1.0])
+        p = regions.weight_grid(dtype) if subject.pos_weight and family.weights \
+            else np.array([1.0])
         x, y, w, p = regions.cross(inputs, np.array([0.0, 0.5, 1.0]), w, p)
-        return {"x": x, "y": y, "w": w, "p": p}, "grid"
+        return Batch(x, y, w, p), "grid"
     mode = "grid"
     if regions.exhaustive_ok(dtype):
-        every = regions.all_values(dtype)
-        every = every[~np.isnan(every)]
-        if not logits:
-            every = every[(every >= 0) & (every <= 1)]
-        x1, y1 = regions.cross(every, regions.hard_targets())
+        x1, y1 = regions.cross(family.every_input(dtype), regions.hard_targets())
         x2, y2 = regions.cross(inputs, soft)
         x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
         mode = "exhaustive"
     else:
         x, y = regions.cross(inputs, np.concatenate([regions.hard_targets(), soft]))
-    return {"x": x, "y": y, "w": np.ones_like(x), "p": np.ones_like(x)}, mode
+    return Batch(x, y, np.ones_like(x), np.ones_like(x)), mode
 
 
 def _padded(a: np.ndarray) -> np.ndarray:
@@ -99,49 +100,75 @@ def _padded(a: np.ndarray) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[:1], extra)]) if extra else a
 
 
-def run_framework(subject: Subject, case: Case, pts: dict[str, np.ndarray],
-                  reduction: str = "none") -> tuple[np.ndarray, dict[int, str]]:
-    """Observed values; a batch that raises is split until the raising points are
-    isolated (torch's BCELoss rejects a whole batch for one bad point)."""
-    n = pts["x"].size
+def error_text(e: BaseException) -> str:
+    """'TypeName: first line' of a framework failure (its own type, not the proxy's)."""
+    if isinstance(e, workers.FrameworkError):
+        return f"{e.kind}: {e.message[:200]}"
+    text = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {text}"
+
+
+def run_framework(subject: Subject, case: Case, pts: Batch, reduction: str = "none"
+                  ) -> tuple[np.ndarray, dict[int, str], frozenset[int]]:
+    """Observed values, errors and crashes. A batch that raises is split until the raising
+    points are isolated (torch's BCELoss rejects a whole batch for one bad point); one
+    that kills the worker is split CRASH_FANOUT ways until the killing points are found
+    (each crash restarts the worker). WorkerUnavailable propagates: a skip, not a finding."""
+    n = len(pts)
     errors: dict[int, str] = {}
+    crashes: set[int] = set()
     use_w = CHECKS[case.check][1] and subject.weight
     use_p = CHECKS[case.check][1] and subject.pos_weight
 
-    def run(x: np.ndarray, y: np.ndarray, w: np.ndarray, p: np.ndarray) -> np.ndarray:
-        kw = {"weight": _padded(w) if use_w else None, "pos_weight": _padded(p) if use_p else None}
-        out = subject.evaluate(case.dtype, case.device, _padded(x), _padded(y),
+    def run(b: Batch) -> np.ndarray:
+        kw = {"weight": _padded(b.weight) if use_w else None,
+              "pos_weight": _padded(b.pos_weight) if use_p else None}
+        out = subject.evaluate(case.dtype, case.device, _padded(b.input), _padded(b.target),
                                reduction=reduction, grad=case.quantity == "grad", **kw)
-        return np.asarray(out, dtype=np.float64)[: x.size]
+        return np.asarray(out, dtype=np.float64)[: len(b)]
 
     try:  # the whole batch in one call: no index copies on the common path
-        return run(pts["x"], pts["y"], pts["w"], pts["p"]), errors
-    except Exception:
+        return run(pts), errors, frozenset()
+    except workers.WorkerUnavailable:
+        raise
+    except Exception as first:
         # bisect with an explicit stack: a recursive closure would be a reference cycle
         # keeping every batch's arrays alive until the cyclic GC happens to run
         observed = np.full(n, np.nan)
-        stack = [np.arange(n)]
+        stack = [(np.arange(n), first)]
         while stack:
-            idx = stack.pop()
+            idx, known = stack.pop()
             try:
-                observed[idx] = run(*(pts[k][idx] for k in ("x", "y", "w", "p")))
-            except Exception as e:  # a framework error is a finding, never a crash
+                if known is not None:
+                    raise known
+                observed[idx] = run(pts.take(idx))
+            except workers.WorkerUnavailable:
+                raise
+            except Exception as e:  # a framework error is a finding, never a crash of ours
+                crashed = isinstance(e, workers.WorkerCrash)
                 if idx.size == 1:
-                    errors[int(idx[0])] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                    errors[int(idx[0])] = error_text(e)
+                    if crashed:
+                        crashes.add(int(idx[0]))
                 else:
-                    stack += [idx[idx.size // 2:], idx[: idx.size // 2]]
-    return observed, errors
+                    parts = np.array_split(idx, min(idx.size, CRASH_FANOUT if crashed else 2))
+                    stack += [(p, None) for p in reversed(parts)]
+    return observed, errors, frozenset(crashes)
 
 
-def reference_values(op: str, dtype: str, pts: dict[str, np.ndarray], grad: bool
+def reference_values(op: str, dtype: str, pts: Batch | dict, grad: bool
                      ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """(expected, (hi, lo)): the correctly rounded value in the dtype, and the exact value
     as precise as the dtype's ulp measure needs: fast parts within 2**-31 relative for
     float32 and narrower (the measured ulp error is then off by at most 2**-8 ulp of
     float32), the certified double-double for float64. Statuses never depend on the
-    parts: they come from the correctly rounded `expected`."""
-    args = (pts["x"], pts["y"])
-    kw = {"weight": pts["w"], "pos_weight": pts["p"], "grad": grad}
+    parts: they come from the correctly rounded `expected`. `pts` may hold scalars (a
+    dict x, y, w, p): the reference broadcasts."""
+    if isinstance(pts, Batch):
+        args, w, p = (pts.input, pts.target), pts.weight, pts.pos_weight
+    else:
+        args, w, p = (pts["x"], pts["y"]), pts["w"], pts["p"]
+    kw = {"weight": w, "pos_weight": p, "grad": grad}
     if dtype == "float64":
         return reference.rounded(op, dtype, *args, **kw), reference.exact_parts(op, *args, **kw)
     from reference.fast import rounded_and_parts
@@ -151,51 +178,61 @@ def reference_values(op: str, dtype: str, pts: dict[str, np.ndarray], grad: bool
     return rounded_and_parts(op, dtype, *args, abs_tol=tol, rel_tol=2.0 ** -30, **kw)
 
 
+def grade_observed(observed: np.ndarray, errors: dict[int, str], crashes: frozenset[int],
+                   expected: np.ndarray, parts: tuple[np.ndarray, np.ndarray], dtype: str,
+                   budget: float) -> Graded:
+    """Grade a batch, then mark the points that raised (error) or killed the worker."""
+    graded = grade(observed, expected, *parts, dtype, budget)
+    for i in errors:
+        graded.set_error(i, crash=i in crashes)
+    return graded
+
+
 def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
     """Evaluate and grade one elementwise case (reduction "none")."""
     pts, mode = point_set(subject, case.check, case.dtype)
-    observed, errors = run_framework(subject, case, pts)
+    observed, errors, crashes = run_framework(subject, case, pts)
     expected, parts = reference_values(subject.reference_op, case.dtype, pts,
                                        case.quantity == "grad")
-    graded = grade(observed, expected, *parts, case.dtype, budget)
-    for i in errors:
-        graded.set_error(i)
+    graded = grade_observed(observed, errors, crashes, expected, parts, case.dtype, budget)
     return Outcome(case, pts, observed, expected, parts, graded, errors, mode,
-                   subject.reference_op)
+                   subject.reference_op, crashes)
 
 
 def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:
     """Reductions: fixed random batches of grid points, each graded as one value."""
     pts, _ = point_set(subject, "values", case.dtype)
     rng = np.random.default_rng(20261123)
-    n = pts["x"].size
+    n = len(pts)
     picks = [rng.choice(n, REDUCED_SIZE, replace=False) for _ in range(REDUCED_BATCHES)]
     observed = np.full(REDUCED_BATCHES, np.nan)
     errors: dict[int, str] = {}
+    crashes: set[int] = set()
     expected = np.empty(REDUCED_BATCHES)
     hi, lo = np.empty(REDUCED_BATCHES), np.empty(REDUCED_BATCHES)
     red = "mean" if case.reduction == "keras_default" else case.reduction
     for b, idx in enumerate(picks):
         try:
-            out = subject.evaluate(case.dtype, case.device, pts["x"][idx], pts["y"][idx],
+            out = subject.evaluate(case.dtype, case.device, pts.input[idx], pts.target[idx],
                                    reduction=case.reduction)
             observed[b] = float(np.asarray(out))
+        except workers.WorkerUnavailable:
+            raise
         except Exception as e:
-            errors[b] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        exact = reference.reduce(subject.reference_op, red, pts["x"][idx], pts["y"][idx])
+            errors[b] = error_text(e)
+            if isinstance(e, workers.WorkerCrash):
+                crashes.add(b)
+        exact = reference.reduce(subject.reference_op, red, pts.input[idx], pts.target[idx])
         expected[b] = reference.round_to(exact, case.dtype)
         hi[b], lo[b] = double_double(exact._mpf_)
-    graded = grade(observed, expected, hi, lo, case.dtype, budget)
-    for i in errors:
-        graded.set_error(i)
+    graded = grade_observed(observed, errors, frozenset(crashes), expected, (hi, lo),
+                            case.dtype, budget)
     # a batch is reported by its first point; the record keeps every member
-    batch_pts = {k: np.array([v[idx[0]] for idx in picks]) for k, v in pts.items()}
-    batch_pts["members"] = np.array([",".join(repr(float(v)) for v in pts["x"][idx])
-                                     for idx in picks], dtype=object)
-    batch_pts["member_targets"] = np.array([",".join(repr(float(v)) for v in pts["y"][idx])
-                                            for idx in picks], dtype=object)
-    return Outcome(case, batch_pts, observed, expected, (hi, lo), graded, errors, "sampled",
-                   subject.reference_op)
+    firsts = np.array([idx[0] for idx in picks])
+    members = (np.array([pts.input[idx] for idx in picks]),
+               np.array([pts.target[idx] for idx in picks]))
+    return Outcome(case, pts.take(firsts), observed, expected, (hi, lo), graded, errors,
+                   "sampled", subject.reference_op, frozenset(crashes), members)
 
 
 def worst_index(graded: Graded) -> int:

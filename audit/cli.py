@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from audit import frameworks
+from audit import runners, workers
 from audit.dtypes import DTYPES, ulp_budget
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
@@ -36,19 +36,22 @@ def _subject(name: str):
         raise UsageError(str(e.args[0]) if e.args else f"unknown subject {name!r}") from None
 
 
-def cmd_subjects(_argv: list[str]) -> int:
-    """List subjects with their dtypes and the devices usable here."""
-    from audit import subjects
+def cmd_subjects(argv: list[str]) -> int:
+    """List subjects with their family, dtypes and arguments (no framework is imported:
+    availability is whether the framework is installed)."""
+    from audit import runners, subjects
 
-    devices = frameworks.devices_available()
-    print("devices: " + ", ".join(f"{d} ({'available' if r is None else r})"
-                                  for d, r in devices.items()))
+    _Parser(prog="python -m audit subjects").parse_args(argv)
+    print("devices: cpu (available), cuda (" + (runners.cuda_hint() or "may be available: "
+                                                "the framework decides") + ")")
     for s in subjects.SUBJECTS.values():
-        missing = frameworks.available(s.framework)
+        missing = runners.get(s.framework).missing()
         state = "available" if missing is None else f"skipped: {missing}"
         extras = [a for a, ok in (("weight", s.weight), ("pos_weight", s.pos_weight)) if ok]
-        print(f"{s.name:22s} {s.api}\n{'':22s} dtypes={','.join(s.dtypes)} "
-              f"reductions={','.join(s.reductions)} args={','.join(extras) or '-'} [{state}]")
+        where = "" if s.module.startswith("audit.subjects.") else f" module={s.module}"
+        print(f"{s.name:22s} {s.api}\n{'':22s} family={s.family} dtypes={','.join(s.dtypes)} "
+              f"reductions={','.join(s.reductions)} args={','.join(extras) or '-'}"
+              f"{where} [{state}]")
     return 0
 
 
@@ -82,9 +85,9 @@ def cmd_probe(argv: list[str]) -> int:
     args = parser.parse_args(attach_values(argv, parser))
     if args.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
-    if args.device not in frameworks.DEVICES:
+    if args.device not in runners.DEVICES:
         raise UsageError(f"unknown device {args.device!r}; expected one of "
-                         f"{', '.join(frameworks.DEVICES)}")
+                         f"{', '.join(runners.DEVICES)}")
     subject = _subject(args.subject)
     xs, ys = _numbers(args.input, args.dtype), _numbers(args.target, args.dtype)
     w, p = parse_number(args.weight, args.dtype), parse_number(args.pos_weight, args.dtype)
@@ -99,14 +102,17 @@ def cmd_probe(argv: list[str]) -> int:
                                  pos_weight=p != 1.0, reduction=args.reduction)
     if reason is not None:
         raise UsageError(f"{subject.name} cannot run here: {reason}")
-    observed, error = _observe(subject, args, xs, ys, w, p, PAD)
+    observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD)
     t = _reference(subject.reference_op, args, xs, ys, w, p)
     hi, lo, expected = _parts(t, args.dtype)
     budget = args.max_ulp if args.max_ulp is not None else ulp_budget(args.dtype)
     g = grade(None if error else np.array([observed]), np.array([expected]), np.array([hi]),
               np.array([lo]), args.dtype, budget)
+    if crashed:
+        g.set_error(0, crash=True)
     result = {
-        "subject": subject.name, "dtype": args.dtype, "device": args.device,
+        "subject": subject.name, "family": subject.family, "dtype": args.dtype,
+        "device": args.device,
         "quantity": "grad" if args.grad else "loss", "reduction": args.reduction,
         "input": to_json_value(float(xs[0])) if xs.size == 1 else [to_json_value(v) for v in xs],
         "target": to_json_value(float(ys[0])) if ys.size == 1 else [to_json_value(v) for v in ys],
@@ -127,15 +133,19 @@ def _observe(subject, args, xs, ys, w, p, pad):
     kw = {"weight": None if w == 1.0 else np.full(xs.size if args.reduction != "none" else pad, w),
           "pos_weight": None if p == 1.0 else np.full(
               xs.size if args.reduction != "none" else pad, p)}
+    from audit.checks import error_text
+
     try:
         if args.reduction == "none":
             out = subject.evaluate(args.dtype, args.device, np.repeat(xs, pad),
                                    np.repeat(ys, pad), grad=args.grad, **kw)
-            return float(np.asarray(out)[0]), None
+            return float(np.asarray(out)[0]), None, False
         out = subject.evaluate(args.dtype, args.device, xs, ys, reduction=args.reduction, **kw)
-        return float(np.asarray(out)), None
-    except Exception as e:  # the framework raised: that is the finding
-        return math.nan, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        return float(np.asarray(out)), None, False
+    except workers.WorkerUnavailable as e:
+        raise UsageError(f"{subject.name} cannot run here: {e}") from None
+    except Exception as e:  # the framework raised, or its process died: the finding
+        return math.nan, error_text(e), isinstance(e, workers.WorkerCrash)
 
 
 def _reference(op, args, xs, ys, w, p):
@@ -157,9 +167,36 @@ def _parts(t, dtype):
     return (*double_double(t), reference.round_to(t, dtype))
 
 
+def take_subject_modules(argv: list[str]) -> list[str]:
+    """Load every `--subject-module M` / `--subject-module=M` of any verb (a user's
+    losses) and return argv without them; a module that does not import is a usage
+    error naming it."""
+    from audit import subjects
+
+    rest, specs = [], []
+    it = iter(argv)
+    for a in it:
+        if a == "--subject-module":
+            value = next(it, None)
+            if value is None:
+                raise UsageError("--subject-module needs a module name or a .py path")
+            specs.append(value)
+        elif a.startswith("--subject-module="):
+            specs.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    try:
+        for spec in specs:
+            subjects.load_modules(spec)
+    except subjects.SubjectError as e:
+        raise UsageError(str(e)) from None
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
+        argv = take_subject_modules(argv)
         if not argv or argv[0] in ("-h", "--help"):
             print("usage: python -m audit {" + ",".join(COMMANDS) + "} ...")
             return 0 if argv else 2

@@ -1,4 +1,7 @@
-"""Known framework deviations, declared as data (audit/contracts.toml), judged strictly.
+"""Known framework deviations, declared as data, judged strictly.
+
+One file per framework in audit/contracts_data/<framework>.toml, plus any user files
+(`--contracts FILE`, repeatable), merged into one list.
 
 A contract says: for these subjects / checks / dtypes / devices / reductions, points in
 this region show this status, because <reason> (<link>). Judging a check on its fixed
@@ -24,10 +27,51 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.batch import Batch
 from audit.regions import thresholds
 from reference.formats import get_format
 
-CONTRACTS_FILE = Path(__file__).with_name("contracts.toml")
+CONTRACTS_DIR = Path(__file__).with_name("contracts_data")
+_USER_FILES: list[Path] = []
+
+
+class ContractsError(ValueError):
+    """A contracts file that cannot be read or holds a bad entry (a user mistake)."""
+
+
+def add_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Add users' contracts files (--contracts); each is parsed now, so a bad one is an
+    error before the run starts."""
+    added = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise ContractsError(f"--contracts {p}: no such file")
+        _parse(path)
+        if path.resolve() not in [f.resolve() for f in _USER_FILES]:
+            _USER_FILES.append(path)
+        added.append(path)
+    return added
+
+
+def user_files() -> list[Path]:
+    return list(_USER_FILES)
+
+
+def files() -> list[Path]:
+    """Every contracts file in force: the built-in ones, then the users'."""
+    return sorted(CONTRACTS_DIR.glob("*.toml")) + list(_USER_FILES)
+
+
+def _parse(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ContractsError(f"{path}: cannot read contracts: {e}") from None
+
+
+def _entries(kind: str, paths: Iterable[Path] | None = None) -> list[dict]:
+    return [e for p in (files() if paths is None else paths) for e in _parse(p).get(kind, [])]
 
 
 @dataclass(frozen=True)
@@ -53,11 +97,12 @@ class Contract:
                 and any_match(dtype, self.dtypes) and any_match(device, self.devices)
                 and any_match(reduction, self.reductions))
 
-    def contains(self, points: dict[str, np.ndarray], dtype: str) -> np.ndarray:
+    def contains(self, points: Batch | dict[str, np.ndarray], dtype: str) -> np.ndarray:
         """Boolean mask of the points inside the region."""
-        names = _names(dtype) | points
+        variables = points.variables() if isinstance(points, Batch) else points
+        names = _names(dtype) | variables
         out = _Evaluator(names).visit(self._tree.body)
-        return np.broadcast_to(np.asarray(out, dtype=bool), points["x"].shape)
+        return np.broadcast_to(np.asarray(out, dtype=bool), variables["y"].shape)
 
     def as_record(self) -> dict:
         region = self.region if self.max_ulp is None else \
@@ -138,27 +183,35 @@ def _tuple(v: str | list[str]) -> tuple[str, ...]:
     return (v,) if isinstance(v, str) else tuple(v)
 
 
-def load(path: Path = CONTRACTS_FILE) -> list[Contract]:
-    """Parse and validate the contracts file (a bad entry is an error, never ignored)."""
-    data = tomllib.loads(path.read_text())
+def load(paths: Iterable[Path] | None = None) -> list[Contract]:
+    """Parse and validate the contracts files (a bad entry is an error, never ignored)."""
     out = []
     seen = set()
-    for entry in data.get("contract", []):
-        cid = entry["id"]
-        if cid in seen:
-            raise ValueError(f"duplicate contract id {cid!r}")
-        seen.add(cid)
-        tree = ast.parse(entry["region"], mode="eval")
-        c = Contract(id=cid, subjects=_tuple(entry["subjects"]), checks=_tuple(entry["checks"]),
-                     dtypes=_tuple(entry["dtypes"]), status=_tuple(entry["status"]),
-                     region=entry["region"], reason=entry["reason"],
-                     devices=_tuple(entry.get("devices", "*")),
-                     reductions=_tuple(entry.get("reductions", "*")),
-                     link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
-        c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
-                   "float32")  # validates the expression now, not mid-run
-        out.append(c)
+    for entry in _entries("contract", paths):
+        try:
+            out.append(_contract(entry, seen))
+        except (KeyError, ValueError, SyntaxError) as e:
+            what = entry.get("id", "an entry without id") if isinstance(entry, dict) else entry
+            raise ContractsError(f"contract {what!r}: {type(e).__name__}: {e}") from None
     return out
+
+
+def _contract(entry: dict, seen: set[str]) -> Contract:
+    """One validated Contract from a TOML entry."""
+    cid = entry["id"]
+    if cid in seen:
+        raise ValueError(f"duplicate contract id {cid!r}")
+    seen.add(cid)
+    tree = ast.parse(entry["region"], mode="eval")
+    c = Contract(id=cid, subjects=_tuple(entry["subjects"]), checks=_tuple(entry["checks"]),
+                 dtypes=_tuple(entry["dtypes"]), status=_tuple(entry["status"]),
+                 region=entry["region"], reason=entry["reason"],
+                 devices=_tuple(entry.get("devices", "*")),
+                 reductions=_tuple(entry.get("reductions", "*")),
+                 link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
+    c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
+               "float32")  # validates the expression now, not mid-run
+    return c
 
 
 @dataclass
@@ -175,7 +228,7 @@ class Verdict:
         return not self.unexplained.any() and not self.unobserved
 
 
-def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Contract],
+def judge(status: np.ndarray, points: Batch | dict[str, np.ndarray], applicable: list[Contract],
           dtype: str, strict: bool = True, ulp: np.ndarray | None = None) -> Verdict:
     """Match non-ok points to contracts. `strict`: unobserved contracts are failures
     (only on deterministic inputs; Hypothesis draws are judged with strict=False).
@@ -194,11 +247,11 @@ def judge(status: np.ndarray, points: dict[str, np.ndarray], applicable: list[Co
                    explained_by)
 
 
-def load_breakdowns(path: Path = CONTRACTS_FILE) -> list[dict]:
+def load_breakdowns(paths: Iterable[Path] | None = None) -> list[dict]:
     """The declared [[breakdown]] logits of the two-step sigmoid_bce pipelines."""
-    return tomllib.loads(path.read_text()).get("breakdown", [])
+    return _entries("breakdown", paths)
 
 
-def load_identical(path: Path = CONTRACTS_FILE) -> list[dict]:
+def load_identical(paths: Iterable[Path] | None = None) -> list[dict]:
     """Declared [[identical]] subject pairs: the same kernel underneath, bit for bit."""
-    return tomllib.loads(path.read_text()).get("identical", [])
+    return _entries("identical", paths)

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from audit import subjects
+from audit.batch import Batch
 from audit.checks import Case, reference_values, run_framework
 from audit.grading import grade, ordinal_distances
 from audit.regions import logit_grid, representable
@@ -22,18 +23,18 @@ FUSED = "bce_with_logits"
 TWO_STEP = "sigmoid_bce"
 
 
-def observe(subject: subjects.Subject, dtype: str, device: str, pts: dict, quantity: str
+def observe(subject: subjects.Subject, dtype: str, device: str, pts: Batch, quantity: str
             ) -> np.ndarray:
     check = "grads" if quantity == "grad" else "values"
-    observed, _ = run_framework(subject, Case(subject.name, check, dtype, device), pts)
+    observed, _, _ = run_framework(subject, Case(subject.name, check, dtype, device), pts)
     return observed
 
 
-def _exact(dtype: str, pts: dict, quantity: str) -> tuple[np.ndarray, tuple]:
+def _exact(dtype: str, pts: Batch, quantity: str) -> tuple[np.ndarray, tuple]:
     return reference_values(FUSED, dtype, pts, quantity == "grad")
 
 
-def pairwise(names: list[str], dtype: str, device: str, pts: dict, quantity: str,
+def pairwise(names: list[str], dtype: str, device: str, pts: Batch, quantity: str,
              budget: float) -> list[dict]:
     """One equivalence entry per pair of subjects (same op, different frameworks)."""
     expected, parts = _exact(dtype, pts, quantity)
@@ -53,8 +54,8 @@ def pairwise(names: list[str], dtype: str, device: str, pts: dict, quantity: str
             "max_ulp_between": to_json_value(float(np.max(np.where(same, 0.0, between)))),
             "a_closer": int((ua < ub).sum()), "b_closer": int((ub < ua).sum()),
             "ties": int((ua == ub).sum()),
-            "worst": {"input": to_json_value(float(pts["x"][i])),
-                      "target": to_json_value(float(pts["y"][i])),
+            "worst": {"input": to_json_value(float(pts.input[i])),
+                      "target": to_json_value(float(pts.target[i])),
                       "a_observed": to_json_value(float(oa[i])),
                       "b_observed": to_json_value(float(ob[i])),
                       "expected": to_json_value(float(expected[i])),
@@ -67,8 +68,7 @@ def breakdown(framework: str, dtype: str, device: str, target: float) -> dict:
     """Smallest |logit| where the two-step pipeline has no correct bit left."""
     xs = logit_grid(dtype)
     xs = xs[np.isfinite(xs)]
-    pts = {"x": xs, "y": np.full(xs.size, target), "w": np.ones(xs.size),
-           "p": np.ones(xs.size)}
+    pts = Batch.of(xs, target)
     two = subjects.get(f"{framework}.{TWO_STEP}")
     observed = observe(two, dtype, device, pts, "loss")
     _, (hi, lo) = reference_values(FUSED, dtype, pts, False)
@@ -80,7 +80,7 @@ def breakdown(framework: str, dtype: str, device: str, target: float) -> dict:
     at = {}
     big = float(representable([1e10], dtype)[0])
     for quantity in ("loss", "grad"):
-        p1 = {"x": np.array([big]), "y": np.array([target]), "w": np.ones(1), "p": np.ones(1)}
+        p1 = Batch.of([big], target)
         o = observe(two, dtype, device, p1, quantity)
         expected, parts = _exact(dtype, p1, quantity)
         at[quantity] = float(grade(o, expected, *parts, dtype, 1.0).ulp[0])

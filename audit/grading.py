@@ -17,11 +17,13 @@ from reference.formats import get_format
 
 # Severity order = the order statuses are checked in (DESIGN.md section 5).
 STATUSES: tuple[str, ...] = (
-    "error", "spurious_nan", "spurious_inf", "missing_inf", "wrong_sign", "spurious_zero",
+    "crash", "error", "spurious_nan", "spurious_inf", "missing_inf", "wrong_sign", "spurious_zero",
     "inaccurate", "ok",
 )
 SEVERITY = {s: i for i, s in enumerate(STATUSES)}  # lower = worse
 _NAMES = np.array(STATUSES)  # fixed-width strings: vectorized comparisons, no objects
+CRASH, ERROR, INACCURATE, OK = (np.int8(SEVERITY[s]) for s in ("crash", "error", "inaccurate",
+                                                               "ok"))
 
 
 @dataclass
@@ -52,9 +54,9 @@ class Graded:
         """Status names (built on demand: hot paths work on `code`)."""
         return _NAMES[self.code]
 
-    def set_error(self, index: int) -> None:
-        """The framework raised for this point."""
-        self.code[index] = 0
+    def set_error(self, index: int, crash: bool = False) -> None:
+        """The framework raised for this point (crash: its process died on it)."""
+        self.code[index] = CRASH if crash else ERROR
         self.ulp[index] = np.inf
 
 
@@ -152,7 +154,7 @@ def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo:
     """Status per point, checked in DESIGN.md order. observed None = the framework raised."""
     n = len(expected)
     if observed is None:
-        return Graded(np.zeros(n, dtype=np.int8), np.full(n, np.inf), np.full(n, -1.0),
+        return Graded(np.full(n, ERROR, dtype=np.int8), np.full(n, np.inf), np.full(n, -1.0),
                       dtype=dtype)
     o = np.asarray(observed, dtype=np.float64)
     x = np.asarray(expected, dtype=np.float64)
@@ -171,7 +173,7 @@ def _grade_block(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, d
                  budget: float) -> Graded:
     ulp = ulp_errors(o, x, hi, lo, dtype)
     ordinal = ordinal_distances(o, x, dtype)
-    codes = np.where(ulp > budget, np.int8(6), np.int8(7))
+    codes = np.where(ulp > budget, INACCURATE, OK)
     # the class checks (NaN, inf, sign, zero) only concern points that are non-finite,
     # zero, or of opposite sign, and never equal pairs (+0 == -0 included): decide those
     # on their subset, in DESIGN.md order (underflowed losses make zeros common)
@@ -191,5 +193,6 @@ def _grade_block(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, d
             (os_ != 0) & (xs_ != 0) & ~o_nan & ~x_nan & (np.signbit(os_) != np.signbit(xs_)),
             (os_ == 0) & (xs_ != 0) & ~x_nan,
         ]
-        codes[idx] = np.select(conditions, np.arange(1, 6, dtype=np.int8), default=codes[idx])
+        codes[idx] = np.select(conditions, np.arange(ERROR + 1, INACCURATE, dtype=np.int8),
+                               default=codes[idx])
     return Graded(codes, ulp, ordinal, dtype=dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from typing import Any
 
 import numpy as np
 
@@ -25,17 +26,25 @@ def number_arg(v: float) -> str:
     return float(v).hex()
 
 
-def repro_command(subject: str, dtype: str, device: str, x: float, y: float, w: float = 1.0,
+def numbers_arg(values: Any) -> str:
+    """A comma list of bit-exact CLI numbers (a vector input, or a reduction's batch)."""
+    return ",".join(number_arg(float(v)) for v in np.ravel(values))
+
+
+def repro_command(subject: str, dtype: str, device: str, x: Any, y: float, w: float = 1.0,
                   p: float = 1.0, grad: bool = False, reduction: str = "none",
-                  members: tuple[str, str] | None = None) -> str:
-    """The one-line `python -m audit probe ...` that shows the same numbers."""
+                  members: tuple[Any, Any] | None = None) -> str:
+    """The one-line `python -m audit probe ...` that shows the same numbers; it names the
+    --subject-module a user's subject needs. `x` may be a vector (one point's input)."""
+    from audit.subjects import subject_module_of
+
     if members is not None:
-        xs = ",".join(number_arg(float(v)) for v in members[0].split(","))
-        ys = ",".join(number_arg(float(v)) for v in members[1].split(","))
+        xs, ys = numbers_arg(members[0]), numbers_arg(members[1])
     else:
-        xs, ys = number_arg(x), number_arg(y)
-    parts = ["python", "-m", "audit", "probe", subject, "--dtype", dtype, "--input", xs,
-             "--target", ys]
+        xs = numbers_arg(x) if np.ndim(x) else number_arg(float(x))
+        ys = number_arg(y)
+    parts = ["python", "-m", "audit", "probe", subject, "--dtype", dtype, f"--input={xs}",
+             f"--target={ys}"]
     if w != 1.0:
         parts += ["--weight", number_arg(w)]
     if p != 1.0:
@@ -45,6 +54,9 @@ def repro_command(subject: str, dtype: str, device: str, x: float, y: float, w: 
     if reduction != "none":
         parts += ["--reduction", reduction]
     parts += ["--device", device]
+    module = subject_module_of(subject)
+    if module is not None:
+        parts += ["--subject-module", module]
     return shlex.join(parts)
 
 
@@ -68,7 +80,7 @@ def _plot_points(out: Outcome) -> list[list]:
     keep = bad[:: max(1, math.ceil(bad.size / (MAX_PLOT_POINTS // 2)))]
     room = MAX_PLOT_POINTS - keep.size
     keep = np.concatenate([keep, good[:: max(1, math.ceil(good.size / max(room, 1)))]])
-    x, y, u = out.points["x"], out.points["y"], out.graded.ulp
+    x, y, u = out.points.input, out.points.target, out.graded.ulp
     return [[to_json_value(float(x[i])), to_json_value(float(y[i])),
              to_json_value(float(u[i])), str(status[i])] for i in np.sort(keep)]
 
@@ -81,8 +93,8 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
     finite_ulp = np.where(np.isnan(ulp), np.inf, ulp)
     i = worst_index(g)
     pts = out.points
-    x, y, w, p = (float(pts[k][i]) for k in ("x", "y", "w", "p"))
-    members = (pts["members"][i], pts["member_targets"][i]) if "members" in pts else None
+    x, y, w, p = (float(a[i]) for a in (pts.input, pts.target, pts.weight, pts.pos_weight))
+    members = None if out.members is None else (out.members[0][i], out.members[1][i])
     hi, lo = float(out.exact[0][i]), float(out.exact[1][i])
     observed = None if i in out.errors else float(out.observed[i])
     worst = {
@@ -99,7 +111,8 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
                                case.quantity == "grad", case.reduction, members),
     }
     if members is not None:
-        worst["batch_inputs"], worst["batch_targets"] = members
+        worst["batch_inputs"], worst["batch_targets"] = (",".join(repr(float(v)) for v in m)
+                                                         for m in members)
     contract = None
     if verdict is not None and verdict.matched:
         by_id = {c.id: c for c in verdict.matched}
@@ -107,7 +120,8 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         contract = contract.as_record()
     correct = (out.observed == out.expected) | (np.isnan(out.observed) & np.isnan(out.expected))
     return {
-        "subject": case.subject, "check": case.check, "quantity": case.quantity,
+        "subject": case.subject, "family": _family(case.subject), "check": case.check,
+        "quantity": case.quantity,
         "dtype": case.dtype, "device": case.device, "reduction": case.reduction,
         "mode": out.mode, "test_id": test_id, "outcome": outcome,
         "n": int(g.status.size),
@@ -125,3 +139,10 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
 def exact_reference(op: str, x: float, y: float, w: float, p: float, grad: bool) -> str:
     """Exact decimal (40 digits) of one reference point (cached evaluation)."""
     return exact_decimal(point(op, grad, x, y, w, p))
+
+
+def _family(name: str) -> str:
+    from audit.subjects import SUBJECTS
+
+    s = SUBJECTS.get(name)
+    return s.family if s is not None else "bce_with_logits"

@@ -29,6 +29,7 @@ BUDGET = {d: float(ULP_BUDGET[d]) for d in DTYPES}
 # Smallest positive subnormal per dtype: the natural linear threshold of the symlog x axis.
 TINY = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149, "float64": 5e-324}
 STATUS_COLOUR = {
+    "crash": "#1f1f1f",
     "error": "#5b2a86",
     "spurious_nan": "#c0392b",
     "spurious_inf": "#e4572e",

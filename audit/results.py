@@ -18,13 +18,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: status crash, structured inputs, family
 RESULTS_NAME = "results.json"
 LATEST_NAME = "latest"
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
 # Most severe first; the order used to colour cells and rank findings (DESIGN.md section 5).
 SEVERITY = (
+    "crash",
     "error",
     "spurious_nan",
     "spurious_inf",
@@ -119,7 +120,7 @@ def _nonfinite_paths(node: Any, path: str = "$") -> list[str]:
 
 @cache
 def schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) of results.json, schema_version 1."""
+    """The JSON Schema (draft 2020-12) of results.json, schema_version 2 (and 1)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 

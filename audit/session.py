@@ -23,7 +23,9 @@ PARTS = ".records"
 class Collector:
     """Per-process sink for records, skips, equivalence and breakdown entries."""
 
-    def __init__(self, run_dir: Path, worker: str) -> None:
+    def __init__(self, run_dir: Path, worker: str, frameworks: list[str] | None = None
+                 ) -> None:
+        self.frameworks = frameworks  # only these are asked for versions / FTZ state
         self.dir = run_dir / PARTS
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / f"{worker}.jsonl"
@@ -40,8 +42,10 @@ class Collector:
         self._meta_written = True
         from audit import frameworks
 
-        self._write("meta", {"versions": frameworks.versions(), "ftz": frameworks.ftz_state(),
-                             "devices": frameworks.devices_available()})
+        chosen = self.frameworks
+        self._write("meta", {"versions": frameworks.versions(chosen),
+                             "ftz": frameworks.ftz_state(chosen),
+                             "devices": frameworks.devices_available(chosen)})
 
     def add(self, record: dict[str, Any]) -> None:
         self._meta()

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from audit import subjects
-from audit.checks import Case, reference_values
+from audit import families, subjects
+from audit.batch import Batch
+from audit.checks import Case, grade_observed, reference_values
 from audit.dtypes import numpy_dtype, to_float64
-from audit.grading import SEVERITY, STATUSES, grade
+from audit.grading import SEVERITY, STATUSES
 from audit.records import number_arg, repro_command
 from audit.results import to_json_value
 from reference.formats import get_format
@@ -48,14 +49,10 @@ def ulp_histogram(ulp: np.ndarray) -> np.ndarray:
     return np.bincount(e.view(np.int64), minlength=first + HIST_EDGES.size - 1)[first:]
 
 
-def pattern_range(dtype: str, op: str) -> tuple[int, int]:
-    """[start, stop) of the bit patterns a sweep enumerates (all of them for logits;
-    for probabilities only +0 .. 1.0, the patterns of [0, 1])."""
-    fmt = get_format(dtype)
-    if op == "bce_with_logits":
-        return 0, 1 << fmt.width
-    one_pattern = int(np.array([1.0], dtype=numpy_dtype(dtype)).view(_UINT[fmt.width])[0])
-    return 0, one_pattern + 1
+def pattern_range(dtype: str, family: str) -> tuple[int, int]:
+    """[start, stop) of the bit patterns a sweep enumerates: the family's (all of them
+    for logits; for probabilities only +0 .. 1.0, the patterns of [0, 1])."""
+    return families.get(family).patterns(dtype)
 
 
 def values_of(patterns: np.ndarray, dtype: str) -> np.ndarray:
@@ -81,12 +78,13 @@ class Accumulator:
     max_ulp: float = 0.0
     max_bits: float = 0.0
     correct: int = 0
-    worst: tuple | None = None  # (severity, -ulp, x, y, observed, expected, ulp, ordinal, status)
+    worst: tuple | None = None  # (severity, -ulp, x, y, observed, expected, ulp, ordinal,
+    #                              status, error message or None)
     samples: dict = field(default_factory=dict)  # "bad" / "ok" -> (key, x, y, ulp, code) arrays
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
 
     def add(self, x: np.ndarray, y: np.ndarray, observed: np.ndarray, expected: np.ndarray,
-            g) -> None:
+            g, errors: dict[int, str] | None = None) -> None:
         self.n += x.size
         bad = np.flatnonzero(g.code != OK)
         codes = np.bincount(g.code[bad], minlength=len(STATUSES))
@@ -110,7 +108,8 @@ class Accumulator:
         sel = sel[x[sel] == x[sel].min()]  # ties: smallest input, then target, so that
         i = int(sel[np.argmin(y[sel])])   # shards and chunks cannot change the pick
         cand = (worst_code, -float(ulp[i]), float(x[i]), float(y[i]), float(observed[i]),
-                float(expected[i]), float(ulp[i]), float(g.ordinal[i]), STATUSES[worst_code])
+                float(expected[i]), float(ulp[i]), float(g.ordinal[i]), STATUSES[worst_code],
+                (errors or {}).get(i))
         if self.worst is None or cand[:4] < self.worst[:4]:
             self.worst = cand
         pick = self.rng.integers(0, x.size, 16)
@@ -147,18 +146,19 @@ class Accumulator:
         w = self.worst
         worst = None
         if w is not None:
-            _, _, x, y, obs, exp, ulp, ordinal, status = w
+            _, _, x, y, obs, exp, ulp, ordinal, status, error = w
             worst = {"input": to_json_value(x), "target": to_json_value(y), "weight": 1.0,
                      "pos_weight": 1.0, "input_hex": number_arg(x), "target_hex": number_arg(y),
                      "observed": to_json_value(obs), "expected": to_json_value(exp),
                      "exact": _exact_text(c, x, y), "ulp": to_json_value(ulp),
                      "ordinal": None if ordinal < 0 else int(ordinal), "status": status,
-                     "error": None,
+                     "error": error,
                      "repro": repro_command(c.subject, c.dtype, c.device, x, y,
                                             grad=c.quantity == "grad")}
         bad = sum(v for k, v in self.counts.items() if k != "ok")
         return {
-            "subject": c.subject, "check": c.check, "quantity": c.quantity, "dtype": c.dtype,
+            "subject": c.subject, "family": subjects.get(c.subject).family, "check": c.check,
+            "quantity": c.quantity, "dtype": c.dtype,
             "device": c.device, "reduction": "none", "mode": self.mode, "test_id": test_id,
             "outcome": "failed" if bad else "passed", "n": self.n,
             "counts": {k: self.counts[k] for k in STATUSES if k in self.counts},
@@ -212,7 +212,7 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
                                 device), mode) for q in ("loss", "grad")}
     i, n = shard
     if exhaustive:
-        start, stop = pattern_range(dtype, subject.reference_op)
+        start, stop = pattern_range(dtype, subject.family)
         span = stop - start
         lo, hi = start + span * i // n, start + span * (i + 1) // n
         total = hi - lo
@@ -227,23 +227,23 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
             patterns = np.arange(lo + done, lo + done + m, dtype=np.uint64)
         else:
             patterns = rng.integers(0, 1 << fmt.width, size=m, dtype=np.uint64)
-            if subject.reference_op == "bce":
-                patterns = patterns % np.uint64(pattern_range(dtype, "bce")[1])
+            first, stop = pattern_range(dtype, subject.family)
+            if (first, stop) != (0, 1 << fmt.width):
+                patterns = np.uint64(first) + patterns % np.uint64(stop - first)
         trim()
         xs = values_of(patterns, dtype)
         done += m
         if xs.size == 0:  # a chunk of NaN patterns only
             continue
         for y in targets:
-            pts = {"x": xs, "y": np.full(xs.size, y), "w": np.ones(xs.size),
-                   "p": np.ones(xs.size)}
+            pts = Batch.of(xs, y)
             scalar = {"x": xs, "y": y, "w": 1.0, "p": 1.0}  # the fast reference broadcasts
             for q, acc in accs.items():
-                observed = _observe(subject, acc.case, pts)
+                observed, errors, crashes = _observe(subject, acc.case, pts)
                 expected, parts = reference_values(subject.reference_op, dtype, scalar,
                                                    q == "grad")
-                g = grade(observed, expected, *parts, dtype, budget)
-                acc.add(pts["x"], pts["y"], observed, expected, g)
+                g = grade_observed(observed, errors, crashes, expected, parts, dtype, budget)
+                acc.add(pts.input, pts.target, observed, expected, g, errors)
         if on_chunk is not None:
             on_chunk(done, total)
         if progress:
@@ -263,11 +263,12 @@ def _progress(label: str, done: int, total: int, began: float) -> None:
 _DONE: Any = None  # in a worker: the shared per-job progress counters
 
 
-def _init_worker(done: Any) -> None:
+def _init_worker(done: Any, modules: list[str]) -> None:
     global _DONE
     from audit import frameworks
 
     frameworks.single_threaded()
+    subjects.load_modules(modules)  # the parent's --subject-module losses
     _DONE = done
 
 
@@ -286,21 +287,24 @@ def sweep_jobs(subject_name: str, dtype: str, *, jobs: int, shard: tuple[int, in
     if jobs == 1:
         return sweep(subject_name, dtype, shard=shard, progress=progress, **kwargs)
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     i, n = shard
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF
     done = ctx.Array("q", 2 * jobs, lock=False)
     began = time.perf_counter()
-    with ctx.Pool(jobs, initializer=_init_worker, initargs=(done,)) as pool:
-        pending = [pool.apply_async(_worker, (k, subject_name, dtype,
-                                              {**kwargs, "shard": (i * jobs + k, n * jobs)}))
+    # not multiprocessing.Pool: its daemonic processes could not start framework workers
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(done, subjects.user_modules())) as pool:
+        pending = [pool.submit(_worker, k, subject_name, dtype,
+                               {**kwargs, "shard": (i * jobs + k, n * jobs)})
                    for k in range(jobs)]
-        while not all(r.ready() for r in pending):
+        while not all(r.done() for r in pending):
             time.sleep(0.5)
             if progress and sum(done[1::2]):
                 _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n} ({jobs} jobs)",
                           sum(done[0::2]), sum(done[1::2]), began)
-        records = [rec for r in pending for rec in r.get()]
+        records = [rec for r in pending for rec in r.result()]
     if progress:
         print(file=sys.stderr)
     merged = merge_records(records)
@@ -309,11 +313,11 @@ def sweep_jobs(subject_name: str, dtype: str, *, jobs: int, shard: tuple[int, in
     return merged
 
 
-def _observe(subject: subjects.Subject, case: Case, pts: dict) -> np.ndarray:
+def _observe(subject: subjects.Subject, case: Case, pts: Batch
+             ) -> tuple[np.ndarray, dict[int, str], frozenset[int]]:
     from audit.checks import run_framework
 
-    observed, _errors = run_framework(subject, case, pts)  # errors stay NaN -> graded
-    return observed
+    return run_framework(subject, case, pts)
 
 
 def merge_records(records: list[dict]) -> list[dict]:

@@ -25,17 +25,19 @@ def _now() -> str:
 def _doc(records: list[dict], command: str, profile: str, started: str | None = None) -> dict:
     from audit import frameworks
 
+    known = [subjects.SUBJECTS[r["subject"]] for r in records if r["subject"] in subjects.SUBJECTS]
+    chosen = subjects.frameworks_of(known)
     now = _now()
     return {
         "schema_version": results.SCHEMA_VERSION,
         "run": {"id": "", "started": started or now, "finished": now,
                 "status": "failed" if any(r["outcome"] == "failed" for r in records)
                 else "passed", "profile": profile, "seed": None, "command": command,
-                "versions": {"python": platform.python_version(), **frameworks.versions()},
+                "versions": {"python": platform.python_version(), **frameworks.versions(chosen)},
                 "platform": {"system": platform.system(), "machine": platform.machine(),
                              "processor": platform.processor() or platform.machine(),
                              "cpu_count": os.cpu_count()},
-                "ftz": {}, "devices": frameworks.devices_available(), "skipped": []},
+                "ftz": {}, "devices": frameworks.devices_available(chosen), "skipped": []},
         "records": records, "equivalence": [], "breakdown": [], "comparison": None,
     }
 

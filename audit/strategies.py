@@ -13,6 +13,7 @@ import math
 import numpy as np
 from hypothesis import strategies as st
 
+from audit.batch import Batch
 from audit.dtypes import numpy_dtype, to_float64
 from audit.regions import representable, thresholds
 from reference.formats import get_format
@@ -76,30 +77,35 @@ def weights(dtype: str) -> st.SearchStrategy[float]:
     return st.sampled_from(special)
 
 
+INPUTS = {"logit": logits, "probability": probabilities}  # by families' input_kind
+
+
 @st.composite
-def batches(draw: st.DrawFn, dtype: str, op: str, size: int = 37) -> dict[str, np.ndarray]:
+def batches(draw: st.DrawFn, dtype: str, input_kind: str, size: int = 37) -> Batch:
     """A batch of odd size (vector kernels take their tail path too)."""
     n = draw(st.integers(1, size))
-    inp = probabilities(dtype) if op == "bce" else logits(dtype)
-    xs = draw(st.lists(inp, min_size=n, max_size=n))
+    xs = draw(st.lists(INPUTS[input_kind](dtype), min_size=n, max_size=n))
     ys = draw(st.lists(targets(dtype), min_size=n, max_size=n))
-    return {"x": np.array(xs), "y": np.array(ys), "w": np.ones(n), "p": np.ones(n)}
+    return Batch.of(xs, ys)
 
 
 @st.composite
-def any_batches(draw: st.DrawFn, op: str, size: int = 37) -> dict[str, np.ndarray]:
+def any_batches(draw: st.DrawFn, input_kind: str, size: int = 37) -> Batch:
     """A batch drawn in some dtype's terms; the test rounds it to the dtype under test.
 
     Keeping the argument dtype-agnostic lets `@example` pin the golden batches while one
     test function serves every dtype.
     """
     source = draw(st.sampled_from(["float16", "bfloat16", "float32", "float64"]))
-    return draw(batches(source, op, size))
+    return draw(batches(source, input_kind, size))
 
 
-def round_batch(batch: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+def round_batch(batch: Batch, dtype: str) -> Batch:
     """Each value rounded exactly once to the dtype (what a user's tensor would hold)."""
     from reference import round_to
 
-    return {k: np.array([round_to(float(v), dtype) for v in np.ravel(a)]) for k, a in
-            batch.items()}
+    def rounded(a: np.ndarray) -> np.ndarray:
+        return np.array([round_to(float(v), dtype) for v in np.ravel(a)]).reshape(a.shape)
+
+    return Batch(rounded(batch.input), rounded(batch.target), rounded(batch.weight),
+                 rounded(batch.pos_weight))

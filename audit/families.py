@@ -1,0 +1,94 @@
+"""Loss families on the audit side: what a subject's input is and how it is explored.
+
+A family names the certified reference it is graded against (reference.families) and
+brings its inputs: the deterministic grid, the inputs an exhaustive run enumerates, the
+bit-pattern range of sweeps, the special points, the input's name in test ids and plot
+axes, and the centre its safe interval grows from. Checks, sweeps, search and special
+cases ask the family; nothing else branches on a family's name. A new family is one
+record here (and its reference family).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit import regions
+from audit.dtypes import numpy_dtype
+from reference.formats import get_format, round_to
+
+_UINT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
+
+
+def _logit_specials(dtype: str) -> list[float]:
+    fmt = get_format(dtype)
+    return [math.inf, -math.inf, 1e10, -1e10, fmt.max_finite, -fmt.max_finite, 0.0, 100.0,
+            -100.0]
+
+
+def _probability_specials(dtype: str) -> list[float]:
+    fmt = get_format(dtype)
+    eps = math.ldexp(1.0, -fmt.precision)
+    return [0.0, 1.0, 0.5, math.ldexp(1.0, fmt.quantum_exp), 1 - eps]
+
+
+def _all_patterns(dtype: str) -> tuple[int, int]:
+    return 0, 1 << get_format(dtype).width
+
+
+def _unit_patterns(dtype: str) -> tuple[int, int]:
+    """+0 .. 1.0: the bit patterns of [0, 1] (non-negative values order like patterns)."""
+    fmt = get_format(dtype)
+    one = int(np.array([1.0], dtype=numpy_dtype(dtype)).view(_UINT[fmt.width])[0])
+    return 0, one + 1
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    reference: str  # the reference family graded against (reference.families)
+    input_kind: str  # "logit" | "probability"
+    variable: str  # the input's name in test ids
+    axis: str  # plot axis label
+    centre: float  # safe intervals grow from here (DESIGN.md section 8)
+    grid: Callable[[str], np.ndarray]
+    specials: Callable[[str], list[float]]
+    patterns: Callable[[str], tuple[int, int]]  # [start, stop) of sweep bit patterns
+    lower: float = -math.inf  # the inputs an exhaustive run keeps: lower <= v <= upper
+    upper: float = math.inf
+    weights: bool = True  # pos_weight is meaningful (the logit families)
+
+    def every_input(self, dtype: str) -> np.ndarray:
+        """Every non-NaN input of a 16-bit dtype inside the family's domain."""
+        every = regions.all_values(dtype)
+        every = every[~np.isnan(every)]
+        return every[(every >= self.lower) & (every <= self.upper)]
+
+    def special_inputs(self, dtype: str) -> list[float]:
+        """The classic traps, rounded to the dtype (1e10 is inf in float16), unique."""
+        return sorted({round_to(v, dtype) for v in self.specials(dtype)})
+
+
+_LOGIT = dict(input_kind="logit", variable="x", axis="logit x", centre=0.0,
+              grid=regions.logit_grid, specials=_logit_specials, patterns=_all_patterns)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("bce_with_logits", "bce_with_logits", **_LOGIT),
+    # the two-step pipeline sigmoid -> bce on logits, graded as the loss the user meant
+    Family("sigmoid_bce", "bce_with_logits", **_LOGIT),
+    Family("bce", "bce", input_kind="probability", variable="q", axis="probability q",
+           centre=0.5, grid=regions.probability_grid, specials=_probability_specials,
+           patterns=_unit_patterns, lower=0.0, upper=1.0, weights=False),
+)}
+
+
+def get(name: str) -> Family:
+    """The family called `name`; ValueError naming the known ones otherwise."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown family {name!r}; expected one of "
+                         f"{', '.join(FAMILIES)}") from None

@@ -1,0 +1,40 @@
+"""Keras 3 subjects on the TensorFlow backend. `keras.ops.sigmoid` tags its output with
+`_keras_logits`, and Keras' probability BCE then silently uses the logits, so
+keras.sigmoid_bce is the fused loss in disguise (measured: bit-identical)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from audit import runners
+from audit.dtypes import DTYPES
+from audit.subjects import KERAS_REDUCTIONS, Subject, register
+from audit.subjects._keras_bce import CLIP_NOTE, NO_POS_WEIGHT, binary_crossentropy_on
+
+
+def _identity(t: Any) -> Any:
+    return t
+
+
+def _sigmoid(t: Any) -> Any:
+    return runners.get("keras").module.ops.sigmoid(t)
+
+
+def _keras(op: str, api: str, call: runners.CallFn, notes: str) -> Subject:
+    return register(Subject(
+        name=f"keras.{op}", framework="keras", family=op, api=api, dtypes=DTYPES,
+        reductions=KERAS_REDUCTIONS, weight=True, pos_weight=False, notes=notes, call=call,
+        pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__))
+
+
+_keras("bce_with_logits", "keras.losses.binary_crossentropy(y, x, from_logits=True)",
+       binary_crossentropy_on(_identity, from_logits=True),
+       "on the TF backend this is tf.nn.sigmoid_cross_entropy_with_logits; weight via "
+       "BinaryCrossentropy(sample_weight=...); keras_default = BinaryCrossentropy() "
+       "reduction 'sum_over_batch_size'")
+_keras("bce", "keras.losses.binary_crossentropy(y, q)",
+       binary_crossentropy_on(_identity, from_logits=False), CLIP_NOTE)
+_keras("sigmoid_bce", "keras.losses.binary_crossentropy(y, keras.ops.sigmoid(x))",
+       binary_crossentropy_on(_sigmoid, from_logits=False),
+       "keras.ops.sigmoid tags its output with _keras_logits and binary_crossentropy then "
+       "uses the logits (fused path), unlike tf.sigmoid_bce; eager mode")
