@@ -1,36 +1,21 @@
-"""Bulk entry points used by grading: `rounded` (DESIGN.md section 3) and `exact_parts`."""
+"""Bulk entry points used by grading: `rounded` (DESIGN.md section 3) and `exact_parts`.
+
+`point`, `double_double`, `exact_parts` and `_rounded_mpmath` live in points.py (the
+mpmath path, which reference.fast falls back to) and are re-exported here.
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from mpmath import libmp
 
-from . import losses
-from .exact import Tuple
-from .formats import get_format, round_to
+from . import fast
+from .families import get_family
+from .formats import get_format
+from .points import _points, _rounded_mpmath, double_double, exact_parts, point
 
-
-@lru_cache(maxsize=1 << 21)
-def point(op: str, grad: bool, x: float, y: float, w: float, p: float) -> Tuple:
-    """Certified representative of one point, cached: subjects needing the same exact
-    values (torch vs tf vs keras, values vs reductions) share one evaluation."""
-    return losses.value(op, grad, x, y, w, p)
-
-
-def _points(op: str, input: Any, target: Any, weight: Any, pos_weight: Any, grad: bool
-            ) -> tuple[list[Tuple], tuple[int, ...]]:
-    if op not in losses.OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {', '.join(losses.OPS)}")
-    arrays = np.broadcast_arrays(*(np.asarray(v) for v in (input, target, weight, pos_weight)))
-    for a in arrays:
-        if a.dtype.kind == "f" and a.dtype.itemsize > 8:
-            raise ValueError("inputs wider than float64 are not supported in bulk")
-    flat = [a.astype(np.float64).ravel().tolist() for a in arrays]
-    reps = [point(op, grad, x, y, w, p) for x, y, w, p in zip(*flat, strict=True)]
-    return reps, arrays[0].shape
+__all__ = ["_points", "_rounded_mpmath", "double_double", "exact_parts", "point", "rounded"]
 
 
 def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
@@ -39,46 +24,17 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
 
     Inputs are taken exactly (any float dtype up to float64); float64 array out.
     Batches of MIN_FAST points or more in float16/bfloat16/float32 go through
-    reference.fast (certified float64 intervals, bit-identical by construction).
+    reference.fast (certified float64 intervals, bit-identical by construction) when
+    the family has fast hooks (families.Family.fast). A registered family without them
+    is certified point by point by the mpmath path: the same correctly rounded answer,
+    only slower (a deliberate choice: a new family is right before it is fast, and
+    never falls into another family's float64 formula).
     """
-    from . import fast
-
     fmt = get_format(dtype)
+    family = get_family(op)
     size = np.broadcast(*(np.asarray(v) for v in (input, target, weight, pos_weight))).size
-    if fmt.name in fast.FAST_DTYPES and size >= fast.MIN_FAST:
+    if family.fast is not None and fmt.name in fast.FAST_DTYPES and size >= fast.MIN_FAST:
         return fast.rounded(op, fmt.name, input, target, weight=weight,
                             pos_weight=pos_weight, grad=grad)
     return _rounded_mpmath(op, fmt.name, input, target, weight=weight,
                            pos_weight=pos_weight, grad=grad)
-
-
-def _rounded_mpmath(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
-                    pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
-    """The pure mpmath path of `rounded` (every point through the cached engine)."""
-    fmt = get_format(dtype)
-    reps, shape = _points(op, input, target, weight, pos_weight, grad)
-    return np.array([round_to(t, fmt) for t in reps], dtype=np.float64).reshape(shape)
-
-
-def double_double(t: Tuple) -> tuple[float, float]:
-    """(hi, lo) of an exact value: hi its float64 rounding, lo the rest (0 when hi is
-    0 or +-inf; NaN stays NaN)."""
-    hi = round_to(t, "float64")
-    if not np.isfinite(hi) or hi == 0.0:
-        return hi, 0.0
-    return hi, libmp.to_float(libmp.mpf_sub(t, libmp.from_float(hi), 60))
-
-
-def exact_parts(op: str, input: Any, target: Any, *, weight: Any = 1, pos_weight: Any = 1,
-                grad: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The exact values as double-double (hi, lo): hi = float64 rounding, lo = the rest.
-
-    Enough to measure ulp error in every format with vectorized float64 arithmetic.
-    hi is +-inf beyond float64's range (lo then 0); NaN stays NaN.
-    """
-    reps, shape = _points(op, input, target, weight, pos_weight, grad)
-    hi = np.empty(len(reps))
-    lo = np.empty(len(reps))
-    for i, t in enumerate(reps):
-        hi[i], lo[i] = double_double(t)
-    return hi.reshape(shape), lo.reshape(shape)
