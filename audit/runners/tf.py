@@ -61,7 +61,7 @@ class TFRunner(Runner):
             sub = tf.fill([33], tf.constant(TINY32, tf.float32))
             norm = tf.fill([33], tf.constant(MIN_NORMAL32, tf.float32))
             one, big, half = (tf.constant(v, tf.float32) for v in (1.0, 2.0**24, 0.5))
-            return tuple(np.asarray(self.multiply(a, b))
+            return tuple(self.multiply(a, b).numpy()
                          for a, b in ((sub, one), (sub, big), (norm, half)))
 
     def evaluate(self, call: CallFn, dtype: str, device: str,
@@ -78,12 +78,11 @@ class TFRunner(Runner):
                 loss = call(*views, reduction)
                 total = tf.reduce_sum(loss) if reduction == "none" else loss
             if not grad:
-                return layouts.result(_dtypes.to_float64(np.asarray(loss)), reduction)
+                return layouts.result(_dtypes.to_float64(loss.numpy()), reduction)
             gradient = tape.gradient(total, bases[0])
         if gradient is None:
             raise RuntimeError("TensorFlow returned no gradient for the input")
-        return layouts.unlayout(_dtypes.to_float64(np.asarray(tf.convert_to_tensor(gradient))),
-                                layout)
+        return layouts.unlayout(_dtypes.to_float64(tf.convert_to_tensor(gradient).numpy()), layout)
 
 
 def _device(device: str) -> str:
