@@ -25,8 +25,8 @@ from audit.results import (
     write_results,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "sample_results.json"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "harness" / "fixtures" / "sample_results.json"
 HOSTILE = "<script>alert(1)</script>"
 SEVERITY = ["error", "spurious_nan", "spurious_inf", "missing_inf", "wrong_sign",
             "spurious_zero", "inaccurate", "ok"]

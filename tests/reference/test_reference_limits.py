@@ -17,7 +17,7 @@ import pytest
 from mpmath import mpf
 
 import reference
-from tests.reference_oracle import (
+from tests.reference.reference_oracle import (
     DTYPES,
     FORMATS,
     agree_bits,

@@ -13,8 +13,8 @@ import pytest
 from audit import compare as cmp
 from audit.results import validate, write_results
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "sample_results.json"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "tests" / "harness" / "fixtures" / "sample_results.json"
 
 
 @pytest.fixture(scope="module")

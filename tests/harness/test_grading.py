@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import reference
 from audit.grading import STATUSES, grade, ordinal_distances, ulp_errors
+from audit.strategies import bit_pattern_value
 from reference.formats import FORMATS
-from tests.strategies import bit_pattern_value
 
 DTYPES = list(FORMATS)
 EDGES = {d: [0.0, -0.0, math.inf, -math.inf, FORMATS[d].max_finite, -FORMATS[d].max_finite,

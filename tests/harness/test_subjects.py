@@ -7,7 +7,6 @@ accuracy, so tolerances are loose but far below the O(1) differences a wrong ada
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from audit import dtypes, frameworks, subjects
+from audit import dtypes, frameworks, layouts, runners, subjects, workers
 from audit.subjects import SUBJECTS
 
 EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
@@ -85,7 +84,8 @@ def test_registry_names_are_the_design_names():
         "keras.sigmoid_bce",
     ]
     for s in SUBJECTS.values():
-        assert s.name == f"{s.framework}.{s.op}"
+        assert s.name == f"{s.framework}.{s.op}" and s.family == s.op
+        assert s.module == f"audit.subjects.{s.framework}"
         assert s.reference_op == ("bce" if s.op == "bce" else "bce_with_logits")
         assert set(s.reductions) >= {"none", "mean", "sum"}
         assert s.weight == (not s.weight_reason) and s.pos_weight == (not s.pos_weight_reason)
@@ -125,16 +125,11 @@ def test_importing_the_registry_imports_no_framework():
 def _repo_root():
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def test_missing_framework_is_a_skip_reason(monkeypatch):
-    real = frameworks.available
-
-    def fake(framework):
-        return "tensorflow is not importable: simulated" if framework == "tf" else real(framework)
-
-    monkeypatch.setattr(frameworks, "available", fake)
+    monkeypatch.setattr(runners.get("tf"), "missing", lambda: "tf is not installed: simulated")
     for name in ("tf.bce_with_logits", "tf.sigmoid_bce"):
         assert "simulated" in subjects.get(name).skip_reason("float32", "cpu")
     assert subjects.get("torch.bce").skip_reason("float32", "cpu") is None
@@ -159,7 +154,7 @@ def test_frameworks_report_versions_and_ftz():
     info = frameworks.versions()
     assert info["numpy"] == np.__version__
     state = frameworks.ftz_state()
-    for framework in frameworks.FRAMEWORKS:
+    for framework in frameworks.frameworks():
         cpu = state[framework]["cpu"]
         if isinstance(cpu, str):  # framework not importable here
             continue
@@ -234,18 +229,33 @@ def test_layouts_are_bit_identical(name, dtype):
         np.testing.assert_array_equal(a, subject.evaluate(dtype, "cpu", x[:43], y[:43]))
 
 
+SPY = """
+import json, numpy as np
+from audit import layouts, runners, subjects
+subject = subjects.get("torch.bce_with_logits")
+seen = {}
+def spy(x, y, w, p, reduction):
+    seen[layout] = (tuple(x.shape), x.stride(), x.is_contiguous(), tuple(y.stride()))
+    return subject.call(x, y, w, p, reduction)
+x = np.arange(51.0) / 8 - 3
+for layout in layouts.LAYOUTS:
+    runners.get("torch").evaluate(spy, "float32", "cpu", [x, x * 0, None, None], "none",
+                                  False, layout)
+print(json.dumps({k: [list(v[0]), list(v[1]), v[2], list(v[3])] for k, v in seen.items()}))
+"""
+
+
 def test_torch_layouts_reach_the_kernel_as_views():
-    subject = _runnable("torch.bce_with_logits", "float32")
-    seen = {}
+    """The torch runner hands the call real strided views (checked in a process of its
+    own: runners only ever run inside a framework's worker)."""
+    _runnable("torch.bce_with_logits", "float32")
+    done = subprocess.run([sys.executable, "-c", SPY], capture_output=True, text=True,
+                          cwd=str(_repo_root()), timeout=300, check=True)
+    import json
 
-    def spy(x, y, w, p, reduction):
-        seen[layout] = (tuple(x.shape), x.stride(), x.is_contiguous(), tuple(y.stride()))
-        return subject.call(x, y, w, p, reduction)
-
-    spied = dataclasses.replace(subject, call=spy)
-    x, y = _grid(subject)
-    for layout in subjects.LAYOUTS:
-        spied.evaluate("float32", "cpu", x, y, layout=layout)
+    seen = {k: (tuple(v[0]), tuple(v[1]), v[2], tuple(v[3]))
+            for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+    assert set(seen) == set(layouts.LAYOUTS)
     assert seen["contiguous"] == ((51,), (1,), True, (1,))
     assert seen["strided"] == ((51,), (2,), False, (2,))
     assert seen["transposed"] == ((3, 17), (1, 3), False, (1, 3))
@@ -290,8 +300,11 @@ def test_scalar_weights_broadcast():
 
 def test_framework_errors_propagate():
     subject = _runnable("torch.bce", "float32")
-    with pytest.raises(RuntimeError, match="between 0 and 1"):
+    with pytest.raises(workers.FrameworkError, match="between 0 and 1") as info:
         subject.evaluate("float32", "cpu", np.array([0.5, 1.5]), np.array([1.0, 1.0]))
+    assert info.value.kind == "RuntimeError"  # the framework's own exception type
+    # the worker lives on after an exception
+    assert subject.evaluate("float32", "cpu", np.array([0.5]), np.array([1.0])).shape == (1,)
 
 
 def test_keras_sigmoid_bce_is_rerouted_to_logits_but_tf_sigmoid_bce_is_not():

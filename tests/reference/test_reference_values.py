@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from mpmath import mp, mpf
 
 import reference
-from tests.reference_oracle import (
+from tests.reference.reference_oracle import (
     DTYPES,
     FORMATS,
     agree_bits,

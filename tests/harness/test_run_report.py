@@ -17,7 +17,7 @@ import pytest
 
 from audit import results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SELECTION = ["tests/stability/test_checks.py", "-p", "no:cacheprovider", "-q",
              "--subjects", "torch.bce_with_logits", "--dtypes", "float32", "--devices", "cpu"]
 

@@ -31,7 +31,7 @@ from audit.sweep import (
     values_of,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = "torch.bce_with_logits"
 KEYS = ("n", "counts", "max_ulp", "max_bits", "ulp_histogram", "worst")
 
