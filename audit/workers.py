@@ -29,6 +29,9 @@ import numpy as np
 
 START_TIMEOUT = 300.0  # importing a framework on a loaded 2-core machine
 _SETTINGS: dict[str, Any] = {"threads": None, "timeout": None}
+# What a worker loads before serving: the subject registry module (injected by it, so
+# this module imports no registry) and the users' subject modules, in load order.
+REGISTRY: dict[str, Any] = {"module": None, "user_modules": []}
 
 
 class FrameworkError(Exception):
@@ -87,11 +90,10 @@ class Worker:
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
-        from audit import subjects
-
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        settings = {"threads": _SETTINGS["threads"], "modules": subjects.user_modules()}
+        settings = {"threads": _SETTINGS["threads"], "registry": REGISTRY["module"],
+                    "modules": list(REGISTRY["user_modules"])}
         self.proc = ctx.Process(target=_main, args=(child, self.framework, settings),
                                 name=f"bce-audit-{self.framework}", daemon=True)
         self.proc.start()
@@ -266,11 +268,14 @@ def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from audit import runners, subjects
+        import importlib
+
+        from audit import runners
 
         runner = runners.get(framework)
         runner.threads = settings["threads"]
         _quiet_import(runner)
+        subjects = importlib.import_module(settings["registry"])
         subjects.load_modules(settings["modules"])
     except BaseException as e:  # any import-time failure is a skip reason
         conn.send(("fatal", f"{framework} is not importable: {type(e).__name__}: "

@@ -145,6 +145,7 @@ def device_reason(framework: str, device: str) -> str | None:
 
 SUBJECTS: dict[str, Subject] = {}
 _USER_MODULES: list[str] = []  # --subject-module values, in load order (for workers/repro)
+workers.REGISTRY.update(module=__name__, user_modules=_USER_MODULES)  # workers load these
 _LOADED: set[str] = set()
 
 

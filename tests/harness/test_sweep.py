@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from audit import results, subjects
+from audit.batch import Batch
 from audit.checks import Case, reference_values, run_framework
 from audit.grading import STATUSES, grade
 from audit.sweep import (
@@ -48,10 +49,10 @@ def one_shot(name: str, dtype: str, targets: list[float], start: int, stop: int)
     xs = values_of(np.arange(start, stop, dtype=np.uint64), dtype)
     x = np.tile(xs, len(targets))
     y = np.repeat(np.array(targets, dtype=np.float64), xs.size)
-    pts = {"x": x, "y": y, "w": np.ones_like(x), "p": np.ones_like(x)}
+    pts = Batch.of(x, y)
     out = {}
     for q, check in (("loss", "values"), ("grad", "grads")):
-        observed, _ = run_framework(s, Case(name, check, dtype, "cpu"), pts)
+        observed, _, _ = run_framework(s, Case(name, check, dtype, "cpu"), pts)
         expected, parts = reference_values(s.reference_op, dtype, pts, q == "grad")
         g = grade(observed, expected, *parts, dtype, 1.0)
         ulp = np.where(np.isnan(g.ulp), np.inf, g.ulp)

@@ -12,7 +12,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from tests.reference_oracle import (
+from tests.reference.reference_oracle import (
     logits_loss,
     logits_loss_grad,
     prob_loss,
@@ -20,7 +20,7 @@ from tests.reference_oracle import (
     same_float,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"op", "dtype", "input", "target", "weight", "pos_weight", "quantity", "exact",
           "rounded", "hex"}
 
