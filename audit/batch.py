@@ -46,9 +46,15 @@ class Batch:
                      self.pos_weight[idx], {k: v[idx] for k, v in self.extra.items()})
 
     def variables(self) -> dict[str, np.ndarray]:
-        """Region / plot variables: x, y, w, p and the extras."""
-        return {"x": self.input, "y": self.target, "w": self.weight, "p": self.pos_weight,
-                **self.extra}
+        """Region / plot variables, one value per point: x, y, w, p and the extras. A vector
+        input adds per-point summaries instead of x: x_max, x_min and x_spread
+        (max - min), so a region can say e.g. `x_spread > 100`."""
+        base = {"y": self.target, "w": self.weight, "p": self.pos_weight, **self.extra}
+        if self.input.ndim == 1:
+            return {"x": self.input, **base}
+        with np.errstate(invalid="ignore"):
+            hi, lo = self.input.max(axis=1), self.input.min(axis=1)
+            return {"x_max": hi, "x_min": lo, "x_spread": hi - lo, **base}
 
     def concat(self, other: Batch) -> Batch:
         return Batch(*(np.concatenate([a, b]) for a, b in (

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 
 from audit import subjects
+from audit.batch import Batch
 from audit.checks import CHECKS, Case, run_case, run_reduced_case
 from audit.dtypes import DTYPES, ulp_budget
 from reference.cli import UsageError
@@ -109,7 +110,7 @@ TARGET_CLASSES = (("y == 0", lambda y: y == 0), ("y == 1", lambda y: y == 1),
                   ("y > 0 and y < 1", lambda y: (y > 0) & (y < 1)))
 
 
-def region(points: dict[str, np.ndarray], mask: np.ndarray, hull: bool = False) -> str:
+def region(points: Batch, mask: np.ndarray, hull: bool = False) -> str:
     """Readable region covering every masked point.
 
     `hull`: inaccuracy is scattered (a few ulps here and there), so grid points cannot
@@ -117,11 +118,11 @@ def region(points: dict[str, np.ndarray], mask: np.ndarray, hull: bool = False) 
     search drawing between grid points stays inside."""
     pieces = []
     for cond, select in TARGET_CLASSES:
-        cls = select(points["y"])
+        cls = select(points.target)
         if not (mask & cls).any():
             continue
-        xs = np.unique(points["x"][cls])
-        bad_x = np.unique(points["x"][mask & cls])
+        xs = np.unique(points.input[cls])
+        bad_x = np.unique(points.input[mask & cls])
         runs = _runs(xs, np.isin(xs, bad_x), hull)
         xs_cond = " or ".join(f"({_interval(lo, hi)})" for lo, hi in runs)
         pieces.append(f"({cond}) and ({xs_cond})" if len(runs) > 1 else
@@ -131,9 +132,9 @@ def region(points: dict[str, np.ndarray], mask: np.ndarray, hull: bool = False) 
     return " or ".join(f"({p})" for p in pieces)
 
 
-def target_classes(points: dict[str, np.ndarray], mask: np.ndarray) -> str:
+def target_classes(points: Batch, mask: np.ndarray) -> str:
     """The target classes (y == 0, y == 1, soft) that hold masked points, any logit."""
-    conds = [cond for cond, select in TARGET_CLASSES if (mask & select(points["y"])).any()]
+    conds = [cond for cond, select in TARGET_CLASSES if (mask & select(points.target)).any()]
     return " or ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
 
 

@@ -26,6 +26,20 @@ def number_arg(v: float) -> str:
     return float(v).hex()
 
 
+def point_json(value: Any) -> Any:
+    """One point's input for results.json: a number, or a list for a vector input."""
+    if np.ndim(value):
+        return [to_json_value(float(v)) for v in np.ravel(value)]
+    return to_json_value(float(value))
+
+
+def point_hex(value: Any) -> Any:
+    """Bit-exact text of one point's input (a list of them for a vector input)."""
+    if np.ndim(value):
+        return [number_arg(float(v)) for v in np.ravel(value)]
+    return number_arg(float(value))
+
+
 def numbers_arg(values: Any) -> str:
     """A comma list of bit-exact CLI numbers (a vector input, or a reduction's batch)."""
     return ",".join(number_arg(float(v)) for v in np.ravel(values))
@@ -81,7 +95,7 @@ def _plot_points(out: Outcome) -> list[list]:
     room = MAX_PLOT_POINTS - keep.size
     keep = np.concatenate([keep, good[:: max(1, math.ceil(good.size / max(room, 1)))]])
     x, y, u = out.points.input, out.points.target, out.graded.ulp
-    return [[to_json_value(float(x[i])), to_json_value(float(y[i])),
+    return [[point_json(x[i]), to_json_value(float(y[i])),
              to_json_value(float(u[i])), str(status[i])] for i in np.sort(keep)]
 
 
@@ -93,13 +107,14 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
     finite_ulp = np.where(np.isnan(ulp), np.inf, ulp)
     i = worst_index(g)
     pts = out.points
-    x, y, w, p = (float(a[i]) for a in (pts.input, pts.target, pts.weight, pts.pos_weight))
+    x = pts.input[i] if pts.input.ndim > 1 else float(pts.input[i])  # a vector, or a number
+    y, w, p = (float(a[i]) for a in (pts.target, pts.weight, pts.pos_weight))
     members = None if out.members is None else (out.members[0][i], out.members[1][i])
     hi, lo = float(out.exact[0][i]), float(out.exact[1][i])
     observed = None if i in out.errors else float(out.observed[i])
     worst = {
-        "input": to_json_value(x), "target": to_json_value(y), "weight": to_json_value(w),
-        "pos_weight": to_json_value(p), "input_hex": number_arg(x), "target_hex": number_arg(y),
+        "input": point_json(x), "target": to_json_value(y), "weight": to_json_value(w),
+        "pos_weight": to_json_value(p), "input_hex": point_hex(x), "target_hex": number_arg(y),
         "observed": None if observed is None else to_json_value(observed),
         "expected": to_json_value(float(out.expected[i])),
         "exact": exact_string(hi, lo) if members is not None else
@@ -136,9 +151,11 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
     }
 
 
-def exact_reference(op: str, x: float, y: float, w: float, p: float, grad: bool) -> str:
-    """Exact decimal (40 digits) of one reference point (cached evaluation)."""
-    return exact_decimal(point(op, grad, x, y, w, p))
+def exact_reference(op: str, x: Any, y: float, w: float, p: float, grad: bool) -> str:
+    """Exact decimal (40 digits) of one reference point (cached evaluation); a vector
+    input is passed as a tuple (hashable for the cache)."""
+    key = tuple(float(v) for v in np.ravel(x)) if np.ndim(x) else x
+    return exact_decimal(point(op, grad, key, y, w, p))
 
 
 def _family(name: str) -> str:

@@ -117,6 +117,7 @@ def test_sweep_isolates_the_crash(user_dir: Path) -> None:
 
 def test_pytest_suite_from_outside_the_repo(user_dir: Path) -> None:
     report = user_dir / "report"
+    report.mkdir()  # an existing folder outside the repo, given in the space form
     done = _run([sys.executable, "-m", "pytest", "--pyargs", "audit.suite", "-p",
                  "no:cacheprovider", "-q", "--subject-module", "mylosses,crashy",
                  "--subjects", "mine.naive_bce,mine.aborts", "--dtypes", "float32",

@@ -120,3 +120,20 @@ def test_large_batches_grow_the_shared_block() -> None:
         x = np.linspace(-4, 4, n)
         out = s.evaluate("float64", "cpu", x, np.zeros(n))
         np.testing.assert_allclose(out, np.logaddexp(0.0, x), rtol=1e-12)
+
+
+def test_vector_inputs_fit_batches_records_and_repro() -> None:
+    """A family whose input is a vector per point (softmax cross-entropy next) needs no
+    scalar baked into the batch, region variables, record fields or repro commands."""
+    from audit.contracts import load
+    from audit.records import point_hex, point_json, repro_command
+
+    b = Batch.of(np.array([[0.0, 1.0, -np.inf], [2.0, 2.0, 2.0]]), [1.0, 0.0])
+    assert len(b) == 2 and b.take(np.array([1])).input.tolist() == [[2.0, 2.0, 2.0]]
+    v = b.variables()
+    assert "x" not in v and v["x_spread"].tolist() == [np.inf, 0.0]
+    assert point_json(b.input[0]) == [0.0, 1.0, "-inf"] and point_json(2.5) == 2.5
+    assert point_hex(b.input[1]) == ["0x1.0000000000000p+1"] * 3
+    cmd = repro_command("torch.bce_with_logits", "float32", "cpu", b.input[0], 1.0)
+    assert "--input=0x0.0p+0,0x1.0000000000000p+0,-inf" in cmd
+    assert load()  # the built-in regions still parse with scalar variables
