@@ -7,8 +7,10 @@ on stderr and exit status 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -19,7 +21,7 @@ from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
 
 COMMANDS = ("subjects", "probe", "sweep", "merge", "table", "bench", "compare",
-            "draft-contracts")
+            "draft-contracts", "rebuild")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,8 +69,19 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--reduction", default="none", choices=("none", "mean", "sum",
                                                           "keras_default"))
-    p.add_argument("--max-ulp", type=float, default=None)
+    p.add_argument("--max-ulp", type=budget_number, default=None)
     return p
+
+
+def budget_number(text: str) -> float:
+    """An ulp budget: a finite number >= 0 (argparse type; 0 is a budget, not 'unset')."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return v
 
 
 def _numbers(text: str, dtype: str) -> np.ndarray:
@@ -196,28 +209,62 @@ def take_subject_modules(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        argv = take_subject_modules(argv)
-        if not argv or argv[0] in ("-h", "--help"):
-            print("usage: python -m audit {" + ",".join(COMMANDS) + "} ...")
-            return 0 if argv else 2
-        command, rest = argv[0], argv[1:]
-        if command == "subjects":
-            return cmd_subjects(rest)
-        if command == "probe":
-            return cmd_probe(rest)
-        if command == "compare":
-            from audit import compare
-
-            return compare.main(rest)
-        if command == "draft-contracts":
-            from audit import draft_contracts
-
-            return draft_contracts.main(rest)
-        if command in ("sweep", "merge", "table", "bench"):
-            from audit import tools
-
-            return getattr(tools, f"cmd_{command}")(rest)
-        raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+        return _dispatch(argv)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `python -m audit subjects | head`: the reader left
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
+    argv = take_subject_modules(argv)
+    if not argv:
+        raise UsageError(f"missing command; expected one of {', '.join(COMMANDS)}")
+    if argv[0] in ("-h", "--help"):
+        print("usage: python -m audit {" + ",".join(COMMANDS) + "} ...")
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "subjects":
+        return cmd_subjects(rest)
+    if command == "probe":
+        return cmd_probe(rest)
+    if command == "compare":
+        from audit import compare
+
+        return compare.main(rest)
+    if command == "draft-contracts":
+        from audit import draft_contracts
+
+        return draft_contracts.main(rest)
+    if command in ("sweep", "merge", "table", "bench"):
+        from audit import tools
+
+        return getattr(tools, f"cmd_{command}")(rest)
+    if command == "rebuild":
+        return cmd_rebuild(rest)
+    raise UsageError(f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}")
+
+
+def cmd_rebuild(argv: list[str]) -> int:
+    """Rebuild results.json and index.html of a run from its records (a run killed with
+    SIGKILL left them in <run>/.records/)."""
+    p = _Parser(prog="python -m audit rebuild")
+    p.add_argument("run_dir", help="the run folder (holding .records/)")
+    args = p.parse_args(argv)
+    from audit import session
+
+    rebuild = getattr(session, "rebuild", None)
+    if rebuild is None:
+        raise UsageError("rebuild is not available in this version")
+    try:
+        path = rebuild(args.run_dir)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        raise UsageError(f"rebuild {args.run_dir}: {e}") from None
+    print(f"report: {path}")
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 import numpy as np
 
@@ -18,7 +19,13 @@ from audit import subjects
 from audit.batch import Batch
 from audit.checks import CHECKS, Case, run_case, run_reduced_case
 from audit.dtypes import DTYPES, ulp_budget
+from audit.runners import DEVICES
 from reference.cli import UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
 
 TORCH_LOSS = "https://github.com/pytorch/pytorch/blob/main/aten/src/ATen/native/Loss.cpp"
 TF_NN = "https://github.com/tensorflow/tensorflow/blob/master/tensorflow/python/ops/nn_impl.py"
@@ -194,24 +201,35 @@ def draft(cases: list[Case]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m audit draft-contracts")
+    p = _Parser(prog="python -m audit draft-contracts")
     p.add_argument("--subjects", default=None)
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--checks", default=",".join(CHECKS))
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    if args.device not in DEVICES:
+        raise UsageError(f"--device: unknown device {args.device!r}; expected one of "
+                         f"{', '.join(DEVICES)}")
+    lists = {}
+    for option, value, valid in (("--dtypes", args.dtypes, DTYPES),
+                                 ("--checks", args.checks, tuple(CHECKS))):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise UsageError(f"{option} is empty; expected some of {', '.join(valid)}")
+        bad = [v for v in items if v not in valid]
+        if bad:
+            raise UsageError(f"{option}: unknown {bad[0]!r}; expected some of {', '.join(valid)}")
+        lists[option] = items
+    if args.subjects is not None and not args.subjects.strip(" ,"):
+        raise UsageError("--subjects is empty; name at least one subject")
     try:
         chosen = subjects.select(subjects=args.subjects)
     except (KeyError, ValueError) as e:
         raise UsageError(str(e.args[0] if e.args else e)) from None
     cases = []
     for s in chosen:
-        for dtype in args.dtypes.split(","):
-            if dtype not in DTYPES:
-                raise UsageError(f"unknown dtype {dtype!r}")
-            for check in args.checks.split(","):
-                if check not in CHECKS:
-                    raise UsageError(f"unknown check {check!r}")
+        for dtype in lists["--dtypes"]:
+            for check in lists["--checks"]:
                 reds = [r for r in s.reductions if r != "none"] if check == "reduced" else ["none"]
                 cases += [Case(s.name, check, dtype, args.device, r) for r in reds]
     print(draft(cases))
