@@ -39,9 +39,16 @@ def _timed(fn: Callable[[], np.ndarray]) -> tuple[float, np.ndarray]:
     return time.perf_counter() - start, out
 
 
+def _rate(points: int, seconds: float) -> float:
+    """points/s; inf for a run too short for the clock (never a ZeroDivisionError)."""
+    return points / seconds if seconds > 0 else math.inf
+
+
 def run(n: int = 20000) -> dict[str, dict[str, float]]:
     """Print and return, per case: points/s of mpmath and fast, ratio, fallback share,
-    disagreements. Single process (one core)."""
+    disagreements. Single process (one core). n: a positive int."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"bench needs a positive integer number of points, got {n!r}")
     big = max(n, FAST_POINTS)
     bits, normal = _inputs(big).astype(np.float64), _normal(big).astype(np.float64)
     cases = {
@@ -75,9 +82,10 @@ def run(n: int = 20000) -> dict[str, dict[str, float]]:
             t_big = min(t_big, t)
         share = fast.fallback_share()
         bad = int(np.count_nonzero(got.view(np.uint64) != want.view(np.uint64)))
-        r = {"mpmath": n / t_mp, "fast": n / t_fast, "fast_big": x_big.size / t_big,
-             "fallback_share": share, "disagreements": bad}
-        r["ratio"] = r["fast_big"] / r["mpmath"]
+        r = {"mpmath": _rate(n, t_mp), "fast": _rate(n, t_fast),
+             "fast_big": _rate(x_big.size, t_big), "fallback_share": share,
+             "disagreements": bad}
+        r["ratio"] = r["fast_big"] / r["mpmath"] if math.isfinite(r["mpmath"]) else math.nan
         results[name] = r
         print(f"  {name:34s} {r['mpmath']:>10,.0f} {r['fast']:>12,.0f} {r['fast_big']:>13,.0f} "
               f"{r['ratio']:>6,.0f}x {share:>9.2e} {bad:>8d}")
