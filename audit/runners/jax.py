@@ -1,0 +1,89 @@
+"""JAX runner (optax losses on jax.numpy arrays). float64 needs `jax_enable_x64`, set in
+the jax worker only. Arrays are immutable: "strided" is a step-2 slice of a larger array
+and "transposed" its .T (XLA ops, like TF's). Gradients: jax.vjp with a cotangent of
+ones (elementwise losses) or 1 (reduced), i.e. what jax.grad of the sum gives."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from audit import dtypes as _dtypes
+from audit import layouts
+from audit.runners import MIN_NORMAL32, TINY32, CallFn, Runner
+
+
+class JaxRunner(Runner):
+    name = "jax"
+    modules = ("jax", "optax")
+
+    def load(self) -> ModuleType:
+        if self.threads == 1:
+            os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                               "intra_op_parallelism_threads=1")
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        return jax
+
+    def device_reason(self, device: str) -> str | None:
+        if device == "cpu":
+            return None
+        jax = self.module
+        if not any(d.platform == "gpu" for d in jax.devices()):
+            return f"no GPU visible to jax {jax.__version__} (jax.devices(): " \
+                   f"{', '.join(sorted({d.platform for d in jax.devices()}))})"
+        return None
+
+    def versions(self) -> dict[str, Any]:
+        import jaxlib
+        import optax
+
+        jax = self.module
+        return {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                "optax": optax.__version__, "jax_x64": bool(jax.config.jax_enable_x64)}
+
+    def _device(self, device: str) -> Any:
+        jax = self.module
+        return jax.devices("gpu" if device == "cuda" else "cpu")[0]
+
+    def ftz_products(self, device: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        jax = self.module
+        jnp = jax.numpy
+        dev = self._device(device)
+        sub = jax.device_put(np.full(33, TINY32, np.float32), dev)
+        norm = jax.device_put(np.full(33, MIN_NORMAL32, np.float32), dev)
+        return tuple(np.asarray(jnp.multiply(a, jnp.float32(b)))
+                     for a, b in ((sub, 1.0), (sub, 2.0**24), (norm, 0.5)))
+
+    def evaluate(self, call: CallFn, dtype: str, device: str,
+                 arrays: list[np.ndarray | None], reduction: str, grad: bool,
+                 layout: str) -> np.ndarray:
+        jax = self.module
+        dev = self._device(device)
+        bases = [None if v is None else jax.device_put(layouts.exact_base(v, layout, dtype),
+                                                       dev) for v in arrays]
+
+        def loss_of(first: Any) -> Any:
+            views = [None if b is None else _view(b, layout) for b in (first, *bases[1:])]
+            return call(*views, reduction)
+
+        if not grad:
+            return layouts.result(_dtypes.to_float64(np.asarray(loss_of(bases[0]))), reduction)
+        out, vjp = jax.vjp(loss_of, bases[0])
+        (gradient,) = vjp(jax.numpy.ones_like(out))
+        return layouts.unlayout(_dtypes.to_float64(np.asarray(gradient)), layout)
+
+
+def _view(base: Any, layout: str) -> Any:
+    if layout == "strided":
+        return base[::2]
+    if layout == "transposed":
+        return base.T
+    return base
+
+
+RUNNER = JaxRunner()
