@@ -7,7 +7,12 @@ from typing import Any
 
 from audit import runners
 from audit.dtypes import DTYPES
-from audit.subjects import REDUCTIONS, Subject, register
+from audit.subjects import NOT_SUBJECTS, REDUCTIONS, Subject, register
+
+NOT_SUBJECTS["torch.focal_with_logits"] = (
+    "torchvision.ops.sigmoid_focal_loss is not audited: the PyPI torchvision wheel does not "
+    "work with the CPU torch wheel (its C extension fails: operator torchvision::nms does "
+    "not exist)")
 
 _NO_POS_WEIGHT = "a loss on probabilities has no pos_weight (torch.nn.functional." \
                  "binary_cross_entropy takes none)"
