@@ -1,4 +1,6 @@
-"""Compare two runs: what got worse, what got better (``python -m audit compare OLD NEW``).
+"""Compare two runs: what got worse, what got better (``python -m audit compare OLD NEW``;
+``compare NEW`` compares with the newest earlier run of the same kind, ``compare`` alone
+does that for reports/latest).
 
 Records are matched by (subject, check, quantity, dtype, device, reduction). A record
 regresses when its worst status becomes more severe, when its max ulp error more than
@@ -12,14 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from audit.dtypes import ULP_BUDGET
 from audit.results import (
+    LATEST_NAME,
     ResultsError,
+    find_previous,
     load_results,
     record_status,
+    run_kind,
     severity_rank,
     to_float,
     to_json_value,
@@ -58,18 +65,25 @@ def _by_key(doc: dict[str, Any]) -> dict[Key, dict[str, Any]]:
     return out
 
 
-def _worse(a: dict[str, Any], b: dict[str, Any], budget: float) -> list[str]:
-    """Why ``b`` is worse than ``a`` (empty if it is not). Used in both directions."""
+def _worse(a: dict[str, Any], b: dict[str, Any], budget: float,
+           *, improved: bool = False) -> list[str]:
+    """Why ``b`` is worse than ``a`` (empty if it is not). Used in both directions: for
+    an improvement (``improved=True``, ``a`` the new record and ``b`` the old one) the
+    reasons still read old -> new, e.g. ``status spurious_zero -> ok``."""
+
+    def change(what: str, x: Any, y: Any) -> str:
+        return f"{what} {y} -> {x}" if improved else f"{what} {x} -> {y}"
+
     reasons = []
     sa, sb = record_status(a), record_status(b)
     if severity_rank(sb) > severity_rank(sa):
-        reasons.append(f"status {sa} -> {sb}")
+        reasons.append(change("status", sa, sb))
     ua, ub = _max_ulp(a), _max_ulp(b)
     if ub > ULP_FACTOR * ua and ub > budget:
-        reasons.append(f"max ulp {to_json_value(ua)} -> {to_json_value(ub)}")
+        reasons.append(change("max ulp", to_json_value(ua), to_json_value(ub)))
     oa, ob = a.get("outcome"), b.get("outcome")
     if ob in FAILING and oa not in FAILING:
-        reasons.append(f"outcome {oa} -> {ob}")
+        reasons.append(change("outcome", oa, ob))
     return reasons
 
 
@@ -103,7 +117,7 @@ def compare(old_doc: dict[str, Any], new_doc: dict[str, Any],
         budget = budgets.get(str(b.get("dtype")), 4.0)
         if worse := _worse(a, b, budget):
             result["regressions"].append(_entry(key, a, b, worse))
-        elif better := _worse(b, a, budget):
+        elif better := _worse(b, a, budget, improved=True):
             result["improvements"].append(_entry(key, a, b, better))
     return result
 
@@ -158,16 +172,45 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+def _run_dir_of(path: str | os.PathLike[str]) -> Path:
+    """The run folder of a results.json path or run folder, ``latest`` resolved."""
+    p = Path(path)
+    return (p if p.is_dir() else p.parent).resolve()
+
+
+def baseline(new: str | os.PathLike[str], new_doc: dict[str, Any]) -> Path:
+    """The default OLD of ``compare NEW``: the newest earlier run next to NEW of the same
+    kind (a pytest audit, or a sweep of the same mode) with at least one record."""
+    run_dir = _run_dir_of(new)
+    found = find_previous(run_dir, like=new_doc)
+    if found is None:
+        raise _UsageError(f"no earlier {run_kind(new_doc)} run with records next to {new} "
+                          f"(in {run_dir.parent}) to compare with; name OLD explicitly")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m audit compare OLD NEW [--json]``; OLD/NEW: results.json or a run dir."""
+    """``python -m audit compare [[OLD] NEW] [--json]``; OLD/NEW: results.json or a run
+    dir. NEW defaults to reports/latest, OLD to the newest earlier run of NEW's kind."""
     parser = _Parser(prog="python -m audit compare",
+                     usage="python -m audit compare [-h] [--json] [[OLD] NEW]",
                      description="Compare two audit runs; exit 1 if NEW regressed.")
-    parser.add_argument("old", help="results.json or report directory of the earlier run")
-    parser.add_argument("new", help="results.json or report directory of the later run")
+    parser.add_argument("runs", nargs="*", metavar="RUN",
+                        help="results.json or report directories: the earlier run (default: "
+                             "the newest earlier run of the same kind as NEW) and the later "
+                             "one (default: reports/latest)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-        old_doc, new_doc = load_results(args.old), load_results(args.new)
+        if len(args.runs) > 2:
+            raise _UsageError(f"expected at most two runs (OLD NEW), got {len(args.runs)}")
+        new = args.runs[-1] if args.runs else str(Path("reports") / LATEST_NAME)
+        if not args.runs and not Path(new).exists():
+            raise _UsageError("no run given and no reports/latest here; "
+                              "usage: python -m audit compare [[OLD] NEW]")
+        new_doc = load_results(new)
+        old = args.runs[0] if len(args.runs) == 2 else baseline(new, new_doc)
+        old_doc = load_results(old)
     except (_UsageError, ResultsError) as exc:
         message = " ".join(str(exc).split())  # always one line
         print(f"python -m audit compare: error: {message}", file=sys.stderr)
@@ -175,7 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     result = compare(old_doc, new_doc)
-    print(json.dumps(result, indent=1) if args.json else format_table(result))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        if len(args.runs) < 2:
+            print(f"comparing {new} with {old} (the newest earlier {run_kind(new_doc)} run)\n")
+        print(format_table(result))
     return 1 if result["regressions"] else 0
 
 

@@ -3,13 +3,18 @@ profiles, audit fixtures and case generation, and the run's results -> report
 (DESIGN.md sections 7-9). Installed with the project, so the suite runs from any folder:
 
     pytest --pyargs audit.suite --subject-module mylosses --subjects mine.x --report-dir DIR
+
+The run folder (``reports/<timestamp>/`` or ``--report-dir``) is made only once an audit
+test runs, and ``reports/latest`` moves to it once its report is written; reports/ keeps
+the newest ``--keep-reports N`` runs (20). SIGTERM is handled like Ctrl-C, and the run's
+status comes from what was measured (audit/session.py: run_status).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="import MODULE (a name or a .py path; comma list or repeatable) "
                      "for its @audit.subject losses")
     g.addoption("--report-dir", default=None, help="write the run report here")
+    g.addoption("--keep-reports", default=None, metavar="N",
+                help="keep the newest N runs in reports/ (default 20); older ones are removed")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -80,6 +87,38 @@ def parse_budgets(raw: str | None) -> dict[str, float]:
     return budgets
 
 
+def parse_keep(raw: str | None) -> int:
+    """--keep-reports N: a whole number of runs, at least 1."""
+    from audit.results import KEEP_REPORTS
+
+    if raw is None:
+        return KEEP_REPORTS
+    try:
+        n = int(str(raw).strip())
+    except ValueError:
+        raise pytest.UsageError(f"--keep-reports: {raw!r} is not a whole number") from None
+    if n < 1:
+        raise pytest.UsageError(f"--keep-reports: {raw!r}: keep at least 1 run")
+    return n
+
+
+def check_report_dir(raw: str | None) -> Path | None:
+    """--report-dir DIR: a folder, or a path where one can be made (checked, not made)."""
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise pytest.UsageError("--report-dir: empty path")
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"--report-dir {raw}: exists and is not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise pytest.UsageError(f"--report-dir {raw}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise pytest.UsageError(f"--report-dir {raw}: {existing} is not writable")
+    return path
+
+
 def _audit_options(config: pytest.Config) -> dict[str, Any]:
     """Validate the audit options once; unknown values are usage errors naming them."""
     from audit import contracts, runners
@@ -106,58 +145,155 @@ def _audit_options(config: pytest.Config) -> dict[str, Any]:
     return {"subjects": chosen, "dtypes": dtypes, "devices": devices,
             "budgets": parse_budgets(config.getoption("--max-ulp")),
             "contracts": not config.getoption("--no-contracts"),
-            "frameworks": subjects_mod.frameworks_of(chosen)}
+            "frameworks": subjects_mod.frameworks_of(chosen),
+            "keep_reports": parse_keep(config.getoption("--keep-reports")),
+            "report_dir": check_report_dir(config.getoption("--report-dir"))}
+
+
+def _profile_and_seed(config: pytest.Config) -> tuple[str, int | None]:
+    profile = config.getoption("hypothesis_profile", None) or \
+        os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    seed = config.getoption("hypothesis_seed", None)
+    try:
+        return profile, int(seed) if seed not in (None, "") else None
+    except (TypeError, ValueError):
+        return profile, None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.audit = _audit_options(config)  # type: ignore[attr-defined]
-    from audit import results
-    from audit.session import PARTS, Collector
+    from audit.session import PARTS, Collector, RunPlace
 
+    _install_signal_handlers(config)
+    frameworks = config.audit["frameworks"]  # type: ignore[attr-defined]
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
-        run_dir = Path(workerinput["audit_run_dir"])
-        worker = workerinput.get("workerid", "w")
-    else:
-        given = config.getoption("--report-dir")
-        if given:
-            run_dir = Path(given)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(run_dir / PARTS, ignore_errors=True)  # a reused dir: this run only
-        else:
-            run_dir = results.new_run_dir(Path(config.rootpath) / "reports")
-        worker = "main"
-        config.audit_started = datetime.now(UTC).isoformat(timespec="seconds")  # type: ignore
-    config.audit_run_dir = run_dir  # type: ignore[attr-defined]
-    config.audit_collector = Collector(  # type: ignore[attr-defined]
-        run_dir, worker, config.audit["frameworks"])  # type: ignore[attr-defined]
+        run_dir, worker = Path(workerinput["audit_run_dir"]), workerinput.get("workerid", "w")
+        config.audit_collector = Collector(run_dir, worker, frameworks)  # type: ignore
+        with contextlib.suppress(OSError):  # so the controller can pass a SIGTERM on
+            (run_dir / PARTS / f"{worker}.pid").write_text(f"{os.getpid()} {os.getppid()}")
+        return
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    profile, seed = _profile_and_seed(config)
+    place = RunPlace(Path(config.rootpath) / "reports",
+                     config.audit["report_dir"],  # type: ignore[attr-defined]
+                     {"started": started, "profile": profile, "seed": seed,
+                      "command": "pytest " + " ".join(config.invocation_params.args)})
+    config.audit_started = started  # type: ignore[attr-defined]
+    config.audit_place = place  # type: ignore[attr-defined]
+    # made on the first write, so a run that audits nothing leaves no folder behind
+    config.audit_collector = Collector(place.ensure, "main", frameworks)  # type: ignore
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import signal
+
+    for sig, handler in getattr(config, "audit_previous_handlers", {}).items():
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, handler)
+
+
+def _install_signal_handlers(config: pytest.Config) -> None:
+    """SIGTERM is handled like SIGINT (Ctrl-C): KeyboardInterrupt in this process, so
+    pytest's interrupt path runs and the report is written with status "interrupted".
+    The signal is remembered, so the status holds even where the KeyboardInterrupt is
+    swallowed (say, inside a lazy import). While the report is being written a SIGTERM
+    waits for it, and so does a first SIGINT (a second one abandons it)."""
+    import signal
+    import threading
+
+    config.audit_signal = None  # type: ignore[attr-defined]
+    config.audit_finishing = False  # type: ignore[attr-defined]
+    config.audit_previous_handlers = {}  # type: ignore[attr-defined]
+    if threading.current_thread() is not threading.main_thread():
+        return
+    held: list[int] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if config.audit_signal is None:  # type: ignore[attr-defined]
+            config.audit_signal = name  # type: ignore[attr-defined]
+        if config.audit_finishing:  # type: ignore[attr-defined]
+            if signum == signal.SIGINT and held:
+                raise KeyboardInterrupt(name)
+            held.append(signum)
+            with contextlib.suppress(OSError):
+                os.write(2, f"\naudit: {name}: writing the report first\n".encode())
+            return
+        if signum == signal.SIGTERM:
+            _pass_on_to_workers(config, signum)
+        raise KeyboardInterrupt(name)
+
+    for sig, default in ((signal.SIGINT, signal.default_int_handler),
+                         (signal.SIGTERM, signal.SIG_DFL)):
+        try:
+            if signal.getsignal(sig) is default:
+                signal.signal(sig, on_signal)
+                config.audit_previous_handlers[sig] = default  # type: ignore[attr-defined]
+        except (ValueError, OSError):
+            pass
+
+
+def _pass_on_to_workers(config: pytest.Config, signum: int) -> None:
+    """The xdist controller got SIGTERM: its workers stop their current test too, rather
+    than run on until xdist kills them (a Ctrl-C reaches them through the terminal)."""
+    place = getattr(config, "audit_place", None)
+    if place is None or place.path is None:
+        return
+    from audit.session import PARTS
+
+    for pidfile in (place.path / PARTS).glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid, parent = (int(v) for v in pidfile.read_text().split())
+            if parent == os.getpid():  # our own worker, not another run's
+                os.kill(pid, signum)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    node.workerinput["audit_run_dir"] = str(node.config.audit_run_dir)
+    # xdist workers start before collection: the controller makes the folder for them
+    # (and removes it at the end if no audit test ran)
+    node.workerinput["audit_run_dir"] = str(node.config.audit_place.ensure())
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if "audit" in getattr(item, "fixturenames", ()):
+        item.config.audit_collector.started(item.nodeid)  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has stopped its workers
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if getattr(config, "workerinput", None) is not None:
         return  # the controller writes the report
     from audit import session as audit_session
 
-    status = {0: "passed", 2: "interrupted"}.get(int(exitstatus), "failed")
-    profile = config.getoption("hypothesis_profile", None) or \
-        os.environ.get("HYPOTHESIS_PROFILE", "ci")
-    seed = config.getoption("hypothesis_seed", None)
-    run_dir = config.audit_run_dir  # type: ignore[attr-defined]
-    doc = audit_session.build_document(
-        run_dir, run_dir.name, config.audit_started, status, profile,  # type: ignore
-        int(seed) if seed not in (None, "") else None,
-        "pytest " + " ".join(config.invocation_params.args))
+    place = config.audit_place  # type: ignore[attr-defined]
+    if place.path is None:
+        return  # no audit test ran: no folder, `latest` untouched
+    config.audit_finishing = True  # type: ignore[attr-defined]
     try:
-        path = audit_session.finish(run_dir, doc)
+        if not audit_session.has_parts(place.path):
+            place.discard()
+            return
+        run_dir = place.path
+        info = audit_session.read_info(run_dir)
+        doc = audit_session.build_document(
+            run_dir, run_dir.name, config.audit_started, "passed",  # type: ignore
+            info.get("profile"), info.get("seed"), str(info.get("command", "pytest")))
+        doc["run"]["status"] = audit_session.run_status(
+            doc["records"], interrupted=config.audit_signal is not None,  # type: ignore
+            testsfailed=session.testsfailed, exitstatus=int(exitstatus))
+        keep = config.audit["keep_reports"] if place.default_layout else None  # type: ignore
+        path = audit_session.finish(run_dir, doc, latest=place.default_layout, keep=keep)
         config.audit_report = path  # type: ignore[attr-defined]
     except Exception as e:  # the report must never hide the test outcome
         print(f"\naudit: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        config.audit_finishing = False  # type: ignore[attr-defined]
+        if config.audit_signal is not None and session.exitstatus in (0, 1):  # type: ignore
+            session.exitstatus = pytest.ExitCode.INTERRUPTED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 SCHEMA_VERSION = 2  # 2: status crash, structured inputs, family
 RESULTS_NAME = "results.json"
 LATEST_NAME = "latest"
+PARTS_NAME = ".records"  # a pytest run's per-process record lines (audit/session.py)
 SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
 # Most severe first; the order used to colour cells and rank findings (DESIGN.md section 5).
@@ -109,12 +110,14 @@ def _reject_constant(name: str) -> Any:
 
 def _nonfinite_paths(node: Any, path: str = "$") -> list[str]:
     """JSON paths of float NaN/inf values, which JSON Schema would accept as numbers."""
-    if isinstance(node, float) and not math.isfinite(node):
-        return [path]
+    if isinstance(node, float):
+        return [] if math.isfinite(node) else [path]
     if isinstance(node, dict):
-        return [p for k, v in node.items() for p in _nonfinite_paths(v, f"{path}.{k}")]
+        return [p for k, v in node.items() if isinstance(v, dict | list | tuple | float)
+                for p in _nonfinite_paths(v, f"{path}.{k}")]
     if isinstance(node, list | tuple):
-        return [p for i, v in enumerate(node) for p in _nonfinite_paths(v, f"{path}[{i}]")]
+        return [p for i, v in enumerate(node) if isinstance(v, dict | list | tuple | float)
+                for p in _nonfinite_paths(v, f"{path}[{i}]")]
     return []
 
 
@@ -131,20 +134,106 @@ def _validator() -> Any:
     return jsonschema.Draft202012Validator(schema())
 
 
+# The large, regular parts of a run (every graded point of every record, and the sweeps'
+# ulp histograms) are checked by hand: an item passes only if it is certainly valid under
+# results.schema.json (exact types, no coercion), so the schema stays the one contract;
+# a record with any item in doubt is left whole to jsonschema, which names the problem.
+_NUM_STR = frozenset({"inf", "-inf", "nan"})
+_ULP_STR = frozenset({"inf", "nan"})
+_STATUSES = frozenset(SEVERITY)
+
+
+def _num_ok(v: Any) -> bool:
+    t = type(v)
+    return t is float or t is int or (t is str and v in _NUM_STR)
+
+
+def _fast_points(points: list[Any], path: str, nonfinite: list[str]) -> bool:
+    """True if every point is a valid ``[input, target, ulp, status]`` row."""
+    for j, p in enumerate(points):
+        if type(p) is not list or len(p) != 4:
+            return False
+        x, y, u, s = p
+        tu = type(u)
+        if not (_num_ok(x) and _num_ok(y) and type(s) is str and s in _STATUSES
+                and (((tu is float or tu is int) and u >= 0) or (tu is str and u in _ULP_STR))):
+            return False
+        for k in (0, 1, 2):
+            v = p[k]
+            if type(v) is float and v - v != 0.0:  # inf or nan
+                nonfinite.append(f"{path}[{j}][{k}]")
+    return True
+
+
+def _fast_histogram(hist: Any, path: str, nonfinite: list[str]) -> bool:
+    if type(hist) is not dict:
+        return False
+    edges, counts = hist.get("edges"), hist.get("counts")
+    if type(edges) is not list or type(counts) is not list:
+        return False
+    for j, v in enumerate(edges):
+        if not _num_ok(v):
+            return False
+        if type(v) is float and v - v != 0.0:
+            nonfinite.append(f"{path}.edges[{j}]")
+    for v in counts:
+        t = type(v)
+        if not ((t is int or (t is float and v.is_integer())) and v >= 0):
+            return False
+    return True
+
+
+def _lighten(doc: Any, nonfinite: list[str]) -> Any:
+    """``doc`` with the points and histograms that passed the hand check emptied."""
+    if type(doc) is not dict or type(doc.get("records")) is not list:
+        return doc
+    records = []
+    for i, r in enumerate(doc["records"]):
+        if type(r) is not dict:
+            records.append(r)
+            continue
+        base, found, light = f"$.records[{i}]", [], dict(r)
+        points = r.get("points")
+        if type(points) is list:
+            if not _fast_points(points, f"{base}.points", found):
+                records.append(r)
+                continue
+            light["points"] = []
+        hist = r.get("ulp_histogram")
+        if hist is not None:
+            if not _fast_histogram(hist, f"{base}.ulp_histogram", found):
+                records.append(r)
+                continue
+            light["ulp_histogram"] = {**hist, "edges": [], "counts": []}
+        nonfinite += found
+        records.append(light)
+    return {**doc, "records": records}
+
+
 def validate(doc: Any) -> None:
     """Raise :class:`ResultsError` naming the first problems if ``doc`` is not a valid run.
 
     Besides the schema this rejects float NaN/inf, which the schema's "number" admits
-    but which would be written as bare ``NaN``/``Infinity`` (not JSON).
+    but which would be written as bare ``NaN``/``Infinity`` (not JSON). A full run
+    (some 10^5 points) takes a fraction of a second: see :func:`_lighten`.
     """
-    bad = _nonfinite_paths(doc)
+    nonfinite: list[str] = []
+    light = _lighten(doc, nonfinite)
+    bad = nonfinite + _nonfinite_paths(light)
     if bad:
+        bad.sort(key=_path_order)
         raise ResultsError(f"non-finite float at {', '.join(bad[:5])}; use 'inf'/'-inf'/'nan'")
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(light), key=lambda e: _path_order(e.json_path))
     if errors:
         lines = [f"{e.json_path}: {e.message}" for e in errors[:5]]
         more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
         raise ResultsError("invalid results: " + "; ".join(lines) + more)
+
+
+def _path_order(path: str) -> list[Any]:
+    """Sort key of a JSON path: indices numerically, names as text."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t)
+            for t in re.findall(r"[^.\[\]$]+", path)]
 
 
 def dumps(doc: Any) -> str:
@@ -189,6 +278,8 @@ def load_results(path_or_dir: str | os.PathLike[str], *, check: bool = True) -> 
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ResultsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ResultsError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
@@ -200,6 +291,8 @@ def load_results(path_or_dir: str | os.PathLike[str], *, check: bool = True) -> 
             validate(doc)
         except ResultsError as exc:
             raise ResultsError(f"{path}: {exc}") from None
+    elif not isinstance(doc, dict):
+        raise ResultsError(f"{path}: not a results document (a JSON {type(doc).__name__})")
     return doc
 
 
@@ -208,13 +301,24 @@ def make_run_id(now: datetime | None = None) -> str:
     return (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def new_run_dir(base: str | os.PathLike[str] = "reports", run_id: str | None = None) -> Path:
-    """Create ``base/<run_id>/`` and atomically point ``base/latest`` at it.
+RUN_ID = re.compile(r"\d{8}T\d{6}Z(-\d{2,})?")
+KEEP_REPORTS = 20  # runs kept in reports/ (pytest --keep-reports N)
+
+
+def is_run_id(name: str) -> bool:
+    """Whether ``name`` is a run folder name made by :func:`new_run_dir`."""
+    return RUN_ID.fullmatch(name) is not None
+
+
+def new_run_dir(base: str | os.PathLike[str] = "reports", run_id: str | None = None,
+                *, latest: bool = True) -> Path:
+    """Create ``base/<run_id>/`` and (unless ``latest=False``) point ``base/latest`` at it.
 
     Two runs in the same second get ``<id>``, ``<id>-01``, ... (the directory is created
     exclusively, so concurrent runs cannot share one). ``latest`` is a relative symlink,
     replaced with ``os.replace`` so a reader sees the old or the new run, never neither.
-    The run's id is the returned directory's name.
+    The run's id is the returned directory's name. The pytest run creates its folder
+    with ``latest=False`` and points ``latest`` at it once its report is written.
     """
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
@@ -225,7 +329,8 @@ def new_run_dir(base: str | os.PathLike[str] = "reports", run_id: str | None = N
             run_dir.mkdir()
         except FileExistsError:
             continue
-        point_latest(base, run_dir)
+        if latest:
+            point_latest(base, run_dir)
         return run_dir
     raise ResultsError(f"too many runs named {stem} in {base}")
 
@@ -242,15 +347,79 @@ def point_latest(base: Path, run_dir: Path) -> None:
     os.replace(tmp, latest)
 
 
-def find_previous(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The newest sibling run before ``run_dir`` that has a results.json, for comparison."""
+def run_kind(doc: dict[str, Any]) -> str:
+    """What made a run, for choosing its baseline: ``"pytest"`` (the audit) or
+    ``"sweep:<modes>"`` (``python -m audit sweep`` / ``merge``: exhaustive or sampled)."""
+    run = doc.get("run") if isinstance(doc.get("run"), dict) else {}
+    words = str(run.get("command") or "").split()
+    records = doc.get("records") if isinstance(doc.get("records"), list) else []
+    modes = sorted({str(r.get("mode")) for r in records if isinstance(r, dict)})
+    if words[:1] == ["pytest"] or (not words and "grid" in modes):
+        return "pytest"
+    tool = words[3] if words[:3] == ["python", "-m", "audit"] and len(words) > 3 else \
+        (words[0] if words else "?")
+    tool = "sweep" if tool in ("sweep", "merge") else tool
+    return f"{tool}:{'+'.join(modes)}"
+
+
+def find_previous(run_dir: str | os.PathLike[str], like: dict[str, Any] | None = None
+                  ) -> Path | None:
+    """The baseline of ``run_dir``: the newest sibling run before it (by name; run ids
+    are timestamps) whose results.json is readable, has at least one record and, when
+    ``like`` (a run document) is given, is of the same :func:`run_kind`."""
     run_dir = Path(run_dir)
-    siblings = [
-        p
-        for p in run_dir.parent.iterdir()
-        if p.is_dir()
-        and not p.is_symlink()
-        and p.name < run_dir.name
-        and (p / RESULTS_NAME).is_file()
-    ]
-    return max(siblings, key=lambda p: p.name, default=None)
+    try:
+        siblings = sorted((p for p in run_dir.parent.iterdir()
+                           if p.name < run_dir.name and not p.is_symlink() and p.is_dir()
+                           and (p / RESULTS_NAME).is_file()),
+                          key=lambda p: p.name, reverse=True)
+    except OSError:
+        return None
+    kind = run_kind(like) if like is not None else None
+    for p in siblings:
+        try:
+            doc = load_results(p, check=False)
+        except ResultsError:
+            continue
+        if doc.get("records") and (kind is None or run_kind(doc) == kind):
+            return p
+    return None
+
+
+def prune_runs(base: str | os.PathLike[str], keep: int = KEEP_REPORTS,
+               protect: Iterable[Path] = ()) -> list[Path]:
+    """Remove all but the newest ``keep`` run folders of ``base`` (folders named by
+    :func:`make_run_id`; nothing else there is touched). Never removed: ``protect``, the
+    folder ``latest`` points at, and a run still being written (records touched in the
+    last hour). Returns the folders removed."""
+    import shutil
+    import time
+
+    base = Path(base)
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, not {keep}")
+    try:
+        runs = sorted((p for p in base.iterdir()
+                       if is_run_id(p.name) and p.is_dir() and not p.is_symlink()),
+                      key=lambda p: p.name, reverse=True)
+    except OSError:
+        return []
+    kept = {p.resolve() for p in protect}
+    latest = base / LATEST_NAME
+    if latest.is_symlink():
+        kept.add(latest.resolve())
+    removed = []
+    for p in runs[keep:]:
+        if p.resolve() in kept:
+            continue
+        parts = p / PARTS_NAME
+        try:
+            live = parts.is_dir() and time.time() - max(
+                [parts.stat().st_mtime, *(f.stat().st_mtime for f in parts.iterdir())]) < 3600
+        except OSError:
+            live = False
+        if live and not (p / RESULTS_NAME).is_file():
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed

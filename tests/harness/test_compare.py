@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from audit import compare as cmp
-from audit.results import validate, write_results
+from audit.results import record_status, validate, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "harness" / "fixtures" / "sample_results.json"
@@ -58,6 +58,10 @@ def test_injected_regression_and_improvement(base: dict) -> None:
     assert "ok -> spurious_nan" in reasons and "passed -> failed" in reasons
     assert [(e["subject"], e["dtype"], e["check"]) for e in result["improvements"]] == \
         [(DIRTY["subject"], DIRTY["dtype"], DIRTY["check"])]
+    # an improvement reads old -> new, like a regression (not "ok -> spurious_zero")
+    was = record_status(_find(base, **DIRTY))
+    why = " ".join(result["improvements"][0]["reasons"])
+    assert f"status {was} -> ok" in why and "ok ->" not in why, why
     # and the reverse direction swaps them
     back = cmp.compare(new, base)
     assert len(back["regressions"]) == len(back["improvements"]) == 1
@@ -117,7 +121,10 @@ def runs(base: dict, tmp_path: Path) -> dict[str, Path]:
         out[name] = write_results(doc, tmp_path / name).parent  # a run directory
     (tmp_path / "junk.json").write_text("{not json")
     (tmp_path / "invalid.json").write_text(json.dumps({**base, "schema_version": 7}))
+    (tmp_path / "latin1.json").write_bytes(b'{"run": "caf\xe9"}')
+    (tmp_path / "list.json").write_text("[]")
     out["junk"], out["invalid"] = tmp_path / "junk.json", tmp_path / "invalid.json"
+    out["not_utf8"], out["not_an_object"] = tmp_path / "latin1.json", tmp_path / "list.json"
     out["missing"] = tmp_path / "nope" / "results.json"
     return out
 
@@ -136,9 +143,19 @@ def test_exit_status_1_with_regressions(runs: dict, capsys: pytest.CaptureFixtur
     assert len(json.loads(capsys.readouterr().out)["regressions"]) == 1
 
 
-@pytest.mark.parametrize("bad", ["junk", "invalid", "missing", "args"])
+def test_improvement_table_reads_old_to_new(runs: dict, capsys: pytest.CaptureFixture) -> None:
+    assert cmp.main([str(runs["base"]), str(runs["better"])]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("improvement"))
+    assert "-> ok" in line and "ok ->" not in line, line
+
+
+@pytest.mark.parametrize("bad", ["junk", "invalid", "missing", "not_utf8", "not_an_object",
+                                 "no_baseline", "three_runs", "option"])
 def test_exit_status_2_on_bad_input(runs: dict, bad: str, capsys: pytest.CaptureFixture) -> None:
-    argv = [str(runs["base"])] if bad == "args" else [str(runs["base"]), str(runs[bad])]
+    argv = {"no_baseline": [str(runs["base"])],  # no earlier run of its kind next to it
+            "three_runs": [str(runs["base"])] * 3,
+            "option": [str(runs["base"]), "--bogus"]}.get(bad) or \
+        [str(runs["base"]), str(runs[bad])]
     assert cmp.main(argv) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
@@ -146,9 +163,11 @@ def test_exit_status_2_on_bad_input(runs: dict, bad: str, capsys: pytest.Capture
     assert "Traceback" not in captured.err + captured.out
 
 
-def test_module_entry_point_has_no_traceback(runs: dict) -> None:
-    proc = subprocess.run([sys.executable, "-m", "audit.compare", str(runs["base"]),
-                           str(runs["junk"])], capture_output=True, text=True, cwd=ROOT,
-                          timeout=60, check=False)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("bad", ["junk", "not_utf8"])
+def test_module_entry_point_has_no_traceback(runs: dict, bad: str) -> None:
+    for argv in (["-m", "audit.compare"], ["-m", "audit", "compare"]):
+        proc = subprocess.run([sys.executable, *argv, str(runs["base"]), str(runs[bad])],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60,
+                              check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "error:" in proc.stderr

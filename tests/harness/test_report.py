@@ -176,7 +176,15 @@ def test_latest_points_at_newest_run(tmp_path: Path) -> None:
     assert first.is_dir() and not os.path.isabs(os.readlink(latest))  # relocatable
     assert results.find_previous(second) is None  # first has no results.json yet
     write_results({"x": 1}, first)
+    assert results.find_previous(second) is None  # a run of no record is no baseline
+    write_results({"run": {"command": "pytest"}, "records": [{"mode": "grid"}]}, first)
     assert results.find_previous(second) == first
+    assert results.find_previous(second, like={"run": {"command": "pytest -q"}}) == first
+    assert results.find_previous(second, like={"run": {"command": "python -m audit sweep"},
+                                               "records": [{"mode": "sampled"}]}) is None
+    assert (tmp_path / "latest").resolve() == second.resolve()
+    third = new_run_dir(tmp_path, "20261123T150800Z", latest=False)  # the pytest run's way
+    assert (tmp_path / "latest").resolve() == second.resolve() and third.is_dir()
 
 
 def test_two_runs_in_the_same_second_do_not_collide(tmp_path: Path) -> None:
@@ -323,10 +331,7 @@ CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 def test_report_renders_in_chromium(rendered: tuple[Path, dict], tmp_path: Path) -> None:
     index, doc = rendered
     url = index.resolve().as_uri()
-    shots = ROOT / "reports" / "screenshots"
-    shots.mkdir(parents=True, exist_ok=True)
-    shot = shots / "report.png"
-    shot.unlink(missing_ok=True)
+    shot = tmp_path / "report.png"  # never into the repository
 
     def chromium(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
