@@ -195,63 +195,112 @@ def _heap_trimmer():
         return lambda: None
 
 
+SNAPSHOT_EVERY = 10.0  # seconds between partial results (the first comes after chunk 1)
+
+
+def shard_extent(subject_name: str, dtype: str, *, exhaustive: bool, samples: int,
+                 shard: tuple[int, int]) -> tuple[int, int]:
+    """(first pattern, number of inputs drawn) of shard i/n (0-based i): the patterns
+    lo .. lo + total of an exhaustive sweep, or the sampled shard's share of `samples`."""
+    i, n = shard
+    if exhaustive:
+        start, stop = pattern_range(dtype, subjects.get(subject_name).family)
+        span = stop - start
+        lo = start + span * i // n
+        return lo, start + span * (i + 1) // n - lo
+    return 0, samples // n + (1 if i < samples % n else 0)
+
+
+def shard_test_id(subject_name: str, dtype: str, device: str, mode: str, label: str,
+                  quantity: str, done: int, total: int) -> str:
+    """A sweep record's test_id, e.g. `sweep S[float16-cpu] exhaustive shard 1/3 loss`;
+    an unfinished one says how far it got: `... shard 1/3 loss (interrupted: 5 of 9 inputs)`."""
+    tid = f"sweep {subject_name}[{dtype}-{device}] {mode} {label} {quantity}"
+    return tid if done >= total else f"{tid} (interrupted: {done:,} of {total:,} inputs)"
+
+
 def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[float],
           exhaustive: bool = True, samples: int = 0, shard: tuple[int, int] = (0, 1),
           chunk: int = 1 << 20, seed: int = 0, budget: float, progress: bool = True,
-          on_chunk: Callable[[int, int], None] | None = None) -> list[dict]:
+          on_chunk: Callable[[int, int], None] | None = None,
+          should_stop: Callable[[], bool] | None = None,
+          on_snapshot: Callable[[list[dict], list[dict]], None] | None = None,
+          snapshot_every: float = SNAPSHOT_EVERY,
+          parts: list[dict] | None = None) -> list[dict]:
     """Grade values and gradients of one subject over every input (or a sample).
-    on_chunk(done, total) is called after every chunk (parallel progress)."""
+
+    on_chunk(done, total) is called after every chunk (parallel progress). should_stop()
+    is asked before every chunk: when true the sweep ends there, with the records of the
+    chunks done. on_snapshot(records, parts) gets the records so far after the first chunk
+    and then after a chunk whenever `snapshot_every` seconds have passed since the last
+    one (never after the last chunk: the caller has the final records). `parts`, when
+    given, receives this shard's progress {"index", "count" (1-based shard i/n), "done",
+    "total" (inputs drawn, NaN patterns included)}."""
     subject = subjects.get(subject_name)
     reason = subject.skip_reason(dtype, device)
     if reason is not None:
         raise ValueError(f"{subject_name} cannot run {dtype} on {device}: {reason}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, not {chunk}")
     trim = _heap_trimmer()
     fmt = get_format(dtype)
     mode = "exhaustive" if exhaustive else "sampled"
     accs = {q: Accumulator(Case(subject_name, "values" if q == "loss" else "grads", dtype,
                                 device), mode) for q in ("loss", "grad")}
     i, n = shard
-    if exhaustive:
-        start, stop = pattern_range(dtype, subject.family)
-        span = stop - start
-        lo, hi = start + span * i // n, start + span * (i + 1) // n
-        total = hi - lo
-    else:
-        total = samples // n + (1 if i < samples % n else 0)
+    lo, total = shard_extent(subject_name, dtype, exhaustive=exhaustive, samples=samples,
+                             shard=shard)
+    if not exhaustive:
         rng = np.random.default_rng([seed, i])
+    first, stop = pattern_range(dtype, subject.family)
+    part = {"index": i + 1, "count": n, "done": 0, "total": total}
+    if parts is not None:
+        parts.append(part)
+
+    def records(done: int) -> list[dict]:
+        return [acc.record(shard_test_id(subject_name, dtype, device, mode,
+                                         f"shard {i + 1}/{n}", q, done, total))
+                for q, acc in accs.items()]
+
     done = 0
     began = time.perf_counter()
+    last_snapshot: float | None = None
     while done < total:
+        if should_stop is not None and should_stop():
+            break
         m = min(chunk, total - done)
         if exhaustive:
             patterns = np.arange(lo + done, lo + done + m, dtype=np.uint64)
         else:
             patterns = rng.integers(0, 1 << fmt.width, size=m, dtype=np.uint64)
-            first, stop = pattern_range(dtype, subject.family)
             if (first, stop) != (0, 1 << fmt.width):
                 patterns = np.uint64(first) + patterns % np.uint64(stop - first)
         trim()
         xs = values_of(patterns, dtype)
-        done += m
-        if xs.size == 0:  # a chunk of NaN patterns only
-            continue
-        for y in targets:
+        for y in targets if xs.size else ():  # none: a chunk of NaN patterns only
             pts = Batch.of(xs, y)
             scalar = {"x": xs, "y": y, "w": 1.0, "p": 1.0}  # the fast reference broadcasts
             for q, acc in accs.items():
                 observed, errors, crashes = _observe(subject, acc.case, pts)
-                expected, parts = reference_values(subject.reference_op, dtype, scalar,
-                                                   q == "grad")
-                g = grade_observed(observed, errors, crashes, expected, parts, dtype, budget)
+                expected, ref_parts = reference_values(subject.reference_op, dtype, scalar,
+                                                       q == "grad")
+                g = grade_observed(observed, errors, crashes, expected, ref_parts, dtype,
+                                   budget)
                 acc.add(pts.input, pts.target, observed, expected, g, errors)
+        done += m
+        part["done"] = done
         if on_chunk is not None:
             on_chunk(done, total)
         if progress:
             _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n}", done, total, began)
+        if on_snapshot is not None and done < total and (
+                last_snapshot is None
+                or time.perf_counter() - last_snapshot >= snapshot_every):
+            on_snapshot(records(done), [dict(part)])
+            last_snapshot = time.perf_counter()  # after writing: a slow disk writes less
     if progress:
         print(file=sys.stderr)
-    tid = f"sweep {subject_name}[{dtype}-{device}] {mode} shard {i + 1}/{n}"
-    return [acc.record(f"{tid} {q}") for q, acc in accs.items()]
+    return records(done)
 
 
 def _progress(label: str, done: int, total: int, began: float) -> None:
@@ -260,57 +309,145 @@ def _progress(label: str, done: int, total: int, began: float) -> None:
           f"{rate:,.0f} inputs/s)", end="", file=sys.stderr, flush=True)
 
 
-_DONE: Any = None  # in a worker: the shared per-job progress counters
+# in a job process: the shared per-job progress counters, the parent's stop flag, the
+# queue of partial results, and whether this process itself got SIGINT / SIGTERM
+_JOB: dict[str, Any] = {"done": None, "stop": None, "queue": None, "signalled": False}
 
 
-def _init_worker(done: Any, modules: list[str]) -> None:
-    global _DONE
+def _job_signalled(signum: int, frame: Any) -> None:
+    _JOB["signalled"] = True  # Ctrl-C reaches the whole process group: finish the chunk
+
+
+def _init_worker(done: Any, stop: Any, queue: Any, modules: list[str]) -> None:
+    import signal
+
     from audit import frameworks
 
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _job_signalled)
     frameworks.single_threaded()
     subjects.load_modules(modules)  # the parent's --subject-module losses
-    _DONE = done
+    _JOB.update(done=done, stop=stop, queue=queue)
 
 
-def _worker(job: int, subject_name: str, dtype: str, kwargs: dict) -> list[dict]:
+def _worker(job: int, subject_name: str, dtype: str, kwargs: dict,
+            snapshot_every: float) -> tuple[list[dict], dict]:
     def count(done: int, total: int) -> None:
-        _DONE[2 * job], _DONE[2 * job + 1] = done, total
+        _JOB["done"][2 * job], _JOB["done"][2 * job + 1] = done, total
 
-    return sweep(subject_name, dtype, progress=False, on_chunk=count, **kwargs)
+    def stopping() -> bool:
+        return bool(_JOB["signalled"] or _JOB["stop"].value)
+
+    def snapshot(records: list[dict], parts: list[dict]) -> None:
+        _JOB["queue"].put((job, records, parts[0]))
+
+    parts: list[dict] = []
+    records = sweep(subject_name, dtype, progress=False, on_chunk=count, should_stop=stopping,
+                    on_snapshot=snapshot, snapshot_every=snapshot_every, parts=parts,
+                    **kwargs)
+    return records, parts[0]
+
+
+class JobsFailed(RuntimeError):
+    """A job process of `sweep_jobs` died; `records` and `parts` hold what was saved
+    (the finished jobs, and the last partial results of the others)."""
+
+    def __init__(self, message: str, records: list[dict], parts: list[dict]) -> None:
+        super().__init__(message)
+        self.records, self.parts = records, parts
 
 
 def sweep_jobs(subject_name: str, dtype: str, *, jobs: int, shard: tuple[int, int] = (0, 1),
-               progress: bool = True, **kwargs: Any) -> list[dict]:
+               progress: bool = True, should_stop: Callable[[], bool] | None = None,
+               on_snapshot: Callable[[list[dict], list[dict]], None] | None = None,
+               snapshot_every: float = SNAPSHOT_EVERY, parts: list[dict] | None = None,
+               **kwargs: Any) -> list[dict]:
     """`sweep` of shard i/n in `jobs` single-threaded processes: shard i/n is exactly the
     union of shards i*jobs + k of n*jobs (k < jobs), merged back into one record per
-    quantity. (Sampled sweeps draw per sub-shard: the same count, other samples.)"""
+    quantity. (Sampled sweeps draw per sub-shard: the same count, other samples.)
+
+    should_stop, on_snapshot and parts as in `sweep`: a stop is passed on to every job,
+    which finishes its chunk and returns what it measured; snapshots merge the latest
+    partial results of every job; `parts` gets one entry per job."""
     if jobs == 1:
-        return sweep(subject_name, dtype, shard=shard, progress=progress, **kwargs)
+        return sweep(subject_name, dtype, shard=shard, progress=progress,
+                     should_stop=should_stop, on_snapshot=on_snapshot,
+                     snapshot_every=snapshot_every, parts=parts, **kwargs)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     i, n = shard
+    subs = [(i * jobs + k, n * jobs) for k in range(jobs)]
+    extent = {k: shard_extent(subject_name, dtype, exhaustive=kwargs.get("exhaustive", True),
+                              samples=kwargs.get("samples", 0), shard=s)[1]
+              for k, s in enumerate(subs)}
+    latest: dict[int, tuple[list[dict], dict]] = {}  # job -> its last records and part
+
+    def combined() -> tuple[list[dict], list[dict]]:
+        recs = [r for k in sorted(latest) for r in latest[k][0]]
+        prog = [latest[k][1] if k in latest else
+                {"index": s[0] + 1, "count": s[1], "done": 0, "total": extent[k]}
+                for k, s in enumerate(subs)]
+        return _rename(merge_records(recs) if recs else [], subject_name, i, n, prog), prog
+
     ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF
     done = ctx.Array("q", 2 * jobs, lock=False)
+    stop = ctx.Value("b", 0, lock=False)
+    queue = ctx.SimpleQueue()  # no feeder thread: nothing left unsent when a job returns
     began = time.perf_counter()
+    last_snapshot = -math.inf
+    failure: str | None = None
+
+    def drain() -> bool:
+        got = False
+        while not queue.empty():
+            k, recs, part = queue.get()
+            latest[k] = (recs, part)
+            got = True
+        return got
+
     # not multiprocessing.Pool: its daemonic processes could not start framework workers
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(done, subjects.user_modules())) as pool:
-        pending = [pool.submit(_worker, k, subject_name, dtype,
-                               {**kwargs, "shard": (i * jobs + k, n * jobs)})
-                   for k in range(jobs)]
+                             initargs=(done, stop, queue, subjects.user_modules())) as pool:
+        pending = [pool.submit(_worker, k, subject_name, dtype, {**kwargs, "shard": s},
+                               snapshot_every)
+                   for k, s in enumerate(subs)]
         while not all(r.done() for r in pending):
-            time.sleep(0.5)
+            time.sleep(0.2)
+            if should_stop is not None and should_stop():
+                stop.value = 1
+            if drain() and on_snapshot is not None and \
+                    time.perf_counter() - last_snapshot >= snapshot_every:
+                on_snapshot(*combined())
+                last_snapshot = time.perf_counter()
             if progress and sum(done[1::2]):
                 _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n} ({jobs} jobs)",
                           sum(done[0::2]), sum(done[1::2]), began)
-        records = [rec for r in pending for rec in r.result()]
+        drain()
+        for k, r in enumerate(pending):
+            try:
+                latest[k] = r.result()
+            except Exception as e:  # the job's process died: keep its last partial results
+                failure = failure or f"sweep job {k + 1} of {jobs} failed: " + (
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
     if progress:
         print(file=sys.stderr)
-    merged = merge_records(records)
-    for r in merged:
-        r["test_id"] = r["test_id"].split(" merged ")[0] + f" shard {i + 1}/{n} {r['quantity']}"
+    merged, prog = combined()
+    if parts is not None:
+        parts += prog
+    if failure is not None:
+        raise JobsFailed(failure, merged, prog)
     return merged
+
+
+def _rename(records: list[dict], subject_name: str, i: int, n: int,
+            parts: list[dict]) -> list[dict]:
+    """test_ids of merged job records: the shard the jobs made up, and how far they got."""
+    done, total = sum(p["done"] for p in parts), sum(p["total"] for p in parts)
+    for r in records:
+        r["test_id"] = shard_test_id(subject_name, r["dtype"], r["device"], r["mode"],
+                                     f"shard {i + 1}/{n}", r["quantity"], done, total)
+    return records
 
 
 def _observe(subject: subjects.Subject, case: Case, pts: Batch
@@ -343,7 +480,8 @@ def merge_records(records: list[dict]) -> list[dict]:
         base["max_ulp"] = to_json_value(max(ulps))
         base["p99_ulp"] = to_json_value(p99_bound(hist, base["n"]))
         base["max_bits"] = max(r["max_bits"] for r in rs)
-        base["correctly_rounded"] = sum(r["correctly_rounded"] * r["n"] for r in rs) / base["n"]
+        base["correctly_rounded"] = (sum(r["correctly_rounded"] * r["n"] for r in rs)
+                                     / base["n"] if base["n"] else 1.0)
         worsts = [r["worst"] for r in rs if r["worst"]]
         base["worst"] = min(worsts, key=lambda w: (  # the order Accumulator.add uses
             SEVERITY[w["status"]], -float(w["ulp"]), float(w["input"]), float(w["target"])),

@@ -265,7 +265,10 @@ def _attach(name: str, cache: dict) -> shared_memory.SharedMemory:
 
 def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
     """Worker loop: import the framework once, then answer requests until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # Ctrl-C or a SIGTERM to the process group is the parent's to handle: it finishes the
+    # chunk and stops its workers (SIGKILL), a worker never dies mid-batch for it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import importlib

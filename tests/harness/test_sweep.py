@@ -197,14 +197,20 @@ def test_sweep_and_merge_cli_write_valid_runs(tmp_path):
     doc = results.load_results(tmp_path / "s1")  # schema-checked
     assert {r["mode"] for r in doc["records"]} == {"exhaustive"}
     assert f"{SUBJECT} float16 loss: n=" in proc.stdout
+    parts: list[dict] = []
     other = sweep(SUBJECT, "float16", targets=[0.0, 1.0], budget=1.0, shard=(1, 2),
-                  progress=False)  # the second shard in-process: one import less
-    tools._write(tools._doc(other, "test", "sweep"), str(tmp_path / "s2"))
+                  progress=False, parts=parts)  # the second shard in-process: one import less
+    info = tools.sweep_info(SUBJECT, "float16", "cpu", exhaustive=True, targets=[0.0, 1.0],
+                            budget=1.0, seed=0, samples=0, shards=[{"index": 2, "count": 2}],
+                            parts=parts)
+    tools._write(tools._doc(other, "test", "sweep", sweep=info), str(tmp_path / "s2"))
     proc = run_audit("merge", str(tmp_path / "m"), str(tmp_path / "s1"),
                      str(tmp_path / "s2" / "results.json"))
     assert proc.returncode == 0, proc.stderr
     doc = results.load_results(tmp_path / "m")
     assert sorted(r["quantity"] for r in doc["records"]) == ["grad", "loss"]
+    assert doc["run"]["sweep"]["complete"] is True and doc["run"]["status"] == "failed"
+    assert all(r["test_id"].endswith(f"merged 2 shards {r['quantity']}") for r in doc["records"])
     assert all(r["n"] == 2 * 63490 for r in doc["records"])  # 65,536 - 2,046 NaN patterns
     html = (tmp_path / "m" / "index.html").read_text()
     assert "exhaustive" in html and SUBJECT in html
