@@ -1,10 +1,20 @@
-"""Certified mpmath ground truth for binary cross-entropy (DESIGN.md section 3).
+"""Certified mpmath ground truth for binary cross-entropy (DESIGN.md section 3) and the
+focal loss on logits (section 10).
 
 Imports only mpmath, numpy and ml_dtypes: never a framework under test.
 """
 
-from .api import bce, bce_grad, bce_with_logits, bce_with_logits_grad, reduce
+from .api import (
+    bce,
+    bce_grad,
+    bce_with_logits,
+    bce_with_logits_grad,
+    focal_with_logits,
+    focal_with_logits_grad,
+    reduce,
+)
 from .engine import ReferenceUncertainError
+from .families import focal_op
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
 from .vectorized import exact_parts, rounded
 
@@ -17,6 +27,9 @@ __all__ = [
     "bce_with_logits_grad",
     "bits_error",
     "exact_parts",
+    "focal_op",
+    "focal_with_logits",
+    "focal_with_logits_grad",
     "ordinal_distance",
     "reduce",
     "round_to",

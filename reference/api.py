@@ -1,4 +1,5 @@
-"""The stable public API of DESIGN.md section 3 (scalar functions and reductions)."""
+"""The stable public API of DESIGN.md section 3 (scalar functions and reductions), and the
+focal loss of section 10 (reference/focal.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from . import losses
+from . import focal, losses
 from .engine import evaluate
 from .exact import Tuple
+from .families import get_family
 
 
 def _mpf(t: Tuple) -> mpmath.mpf:
@@ -39,6 +41,25 @@ def bce_grad(q: Any, y: Any, weight: Any = 1) -> mpmath.mpf:
     return _mpf(losses.value("bce", True, q, y, weight))
 
 
+def focal_with_logits(x: Any, y: Any, gamma: Any = 2, alpha: Any = None, weight: Any = 1
+                      ) -> mpmath.mpf:
+    """w * alpha_t * (1-p_t)**gamma * bce_with_logits(x, y), certified like bce_with_logits.
+
+    p_t = sigmoid(x)*y + sigmoid(-x)*(1-y); alpha_t = alpha*y + (1-alpha)*(1-y), 1 when
+    alpha is None. ValueError outside the domain: gamma finite >= 0, alpha finite or
+    None, 0 <= y <= 1, weight finite >= 0 (NaN in x, y or weight gives NaN). Limits for
+    infinite x (DESIGN.md section 3). Bulk: reference.rounded(reference.focal_op(gamma,
+    alpha), dtype, x, y, weight=w, grad=g).
+    """
+    return _mpf(focal.value(False, x, y, gamma, alpha, weight))
+
+
+def focal_with_logits_grad(x: Any, y: Any, gamma: Any = 2, alpha: Any = None,
+                           weight: Any = 1) -> mpmath.mpf:
+    """d/dx of focal_with_logits (same domain)."""
+    return _mpf(focal.value(True, x, y, gamma, alpha, weight))
+
+
 def reduce(op: str, reduction: str, inputs: Any, targets: Any, weight: Any = 1,
            pos_weight: Any = 1, grad: bool = False) -> mpmath.mpf:
     """Exact `mean` or `sum` of the elementwise terms, certified like a single value.
@@ -47,6 +68,9 @@ def reduce(op: str, reduction: str, inputs: Any, targets: Any, weight: Any = 1,
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"unknown reduction {reduction!r}; expected 'mean' or 'sum'")
+    if get_family(op).opaque:
+        raise ValueError(f"reduce: {op} is certified point by point (no exact linear form); "
+                         f"reductions are not supported for it")
     arrays = np.broadcast_arrays(*(np.asarray(v, dtype=object if isinstance(v, mpmath.mpf)
                                               else None) for v in
                                    (inputs, targets, weight, pos_weight)))

@@ -13,6 +13,15 @@ A `Family` bundles everything the rest of reference/ needs to know about one los
                 (ValueError "family X has no fast path") and reference.rounded
                 certifies it with the mpmath path
     formula     the exact math, one line (docs, --help)
+    value       optional, for a family that is no Linear form (focal_with_logits: a
+                product of transcendental factors): (grad, *args) -> the certified
+                representative Tuple (engine.evaluate's contract), args as for `form`.
+                Give `form=None` with it: the form is then derived as
+                Linear(value(...)), a term-free constant that engine.evaluate returns
+                as it is, so losses.value / points.point / reference.rounded /
+                exact_parts work unchanged (bce's path is untouched). That constant is
+                a representative, not the exact value: reference.reduce refuses such
+                a family (`Family.opaque`).
 
 The bulk and scalar entry points (losses.form / value, vectorized.rounded, fast.*) take
 the four arguments input, target, weight, pos_weight (`BULK_ARGUMENTS`); `Family.bind`
@@ -24,6 +33,14 @@ Later families (focal_with_logits, cross_entropy: DESIGN.md section 10) are adde
 `register_family`. The point cache (vectorized.point) is keyed on the op name: a name
 unregistered and registered again with another form needs `point.cache_clear()`.
 
+Parametric families: a name "PREFIX:..." whose prefix has a builder in `PARAMETRIC`
+(`register_parametric`) is built and registered by `get_family` on first use, so a
+canonical name works in any process (audit workers) without a registration step.
+focal_with_logits is one: `focal_op(gamma, alpha)` returns the canonical name
+"focal_with_logits:gamma=2:alpha=0.25" (alpha=none for no alpha; spelling:
+focal.format_number) and registers it; weight is its only optional bulk argument
+(pos_weight must stay 1), and it has no fast path (certified by reference.focal).
+
 Import order: this module imports the forms (bce_forms.py) and the fast kernels
 (bce_fast.py), never the modules that dispatch through it (losses, fast, ...).
 """
@@ -34,9 +51,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bce_fast, exact
+from . import bce_fast, exact, focal
 from .bce_forms import logits_form, prob_form
 from .engine import Linear
+from .exact import Tuple
 
 BULK_ARGUMENTS = ("input", "target", "weight", "pos_weight")
 DEFAULTS = {"weight": 1, "pos_weight": 1}  # optional bulk arguments and their defaults
@@ -93,15 +111,20 @@ class Family:
     name: str
     arguments: tuple[str, ...]
     input_kind: str
-    form: Callable[..., Linear]
+    form: Callable[..., Linear] | None
     fast: FastPath | None
     formula: str
+    value: Callable[..., Tuple] | None = None
     # derived from `arguments` once (bind runs for every mpmath point)
     _absent: tuple[tuple[int, str], ...] = field(init=False, repr=False, compare=False)
     _picks: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
     _identity: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if (self.form is None) == (self.value is None):
+            raise ValueError(f"family {self.name}: give exactly one of form and value")
+        if self.form is None:
+            object.__setattr__(self, "form", _opaque_form(self.value))
         if self.input_kind not in INPUT_KINDS:
             raise ValueError(f"family {self.name}: input_kind {self.input_kind!r}; expected "
                              f"one of {', '.join(INPUT_KINDS)}")
@@ -115,6 +138,11 @@ class Family:
         object.__setattr__(self, "_absent", absent)
         object.__setattr__(self, "_picks", picks)
         object.__setattr__(self, "_identity", picks == (0, 1, 2, 3))
+
+    @property
+    def opaque(self) -> bool:
+        """Certified through a `value` hook: its form is no exact Linear (no reductions)."""
+        return self.value is not None
 
     def bind(self, input: Any, target: Any, weight: Any = 1, pos_weight: Any = 1
              ) -> tuple[Any, ...]:
@@ -131,16 +159,40 @@ class Family:
         return given if self._identity else tuple(given[i] for i in picks)
 
 
+def _opaque_form(value: Callable[..., Tuple]) -> Callable[..., Linear]:
+    def form(grad: bool, *args: Any) -> Linear:
+        return Linear(value(grad, *args))
+
+    return form
+
+
 FAMILIES: dict[str, Family] = {}
+PARAMETRIC: dict[str, Callable[[str], Family]] = {}  # name prefix -> builder of a Family
 
 
 def get_family(name: str) -> Family:
-    """The registered family called `name`; ValueError naming the valid ones."""
+    """The registered family called `name`; ValueError naming the valid ones.
+
+    A parametric name (its prefix in PARAMETRIC) is built and registered on first use;
+    a malformed one is a ValueError from its builder."""
     try:
         return FAMILIES[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown op {name!r}; expected one of the loss families "
-                         f"{', '.join(FAMILIES)}") from None
+        pass
+    if isinstance(name, str) and ":" in name and \
+            (build := PARAMETRIC.get(name.partition(":")[0])) is not None:
+        family = build(name)
+        return FAMILIES.get(family.name) or register_family(family)
+    shapes = "".join(f", {p}:..." for p in PARAMETRIC)
+    raise ValueError(f"unknown op {name!r}; expected one of the loss families "
+                     f"{', '.join(FAMILIES)} (or a parametric one{shapes})")
+
+
+def register_parametric(prefix: str, build: Callable[[str], Family]) -> None:
+    """Let get_family build the families named "prefix:..." on first use."""
+    if prefix in PARAMETRIC or ":" in prefix:
+        raise ValueError(f"parametric prefix {prefix!r} is taken or contains ':'")
+    PARAMETRIC[prefix] = build
 
 
 def register_family(family: Family) -> Family:
@@ -195,3 +247,41 @@ register_family(Family(
     formula="-w * (y*log(q) + (1-y)*log(1-q)), no clamp (NaN outside 0 <= q <= 1); "
             "grad: d/dq",
 ))
+
+
+# --------------------------------------------------------------------------- focal loss
+
+
+def _focal_family(name: str) -> Family:
+    """The family of a canonical focal name (focal.parse_op validates it)."""
+    gamma, alpha = focal.parse_op(name)
+
+    def value(grad: bool, x: Any, y: Any, weight: Any = 1) -> Tuple:
+        return focal.value(grad, x, y, gamma, alpha, weight)
+
+    shown = "none" if alpha is None else focal.format_number(alpha)
+    return Family(
+        name=name,
+        arguments=("input", "target", "weight"),
+        input_kind="logit",
+        form=None,
+        fast=None,
+        formula=f"w * alpha_t * (1-p_t)**gamma * bce_with_logits(x, y), gamma = "
+                f"{focal.format_number(gamma)}, alpha = {shown} (alpha_t = alpha*y + "
+                f"(1-alpha)*(1-y), 1 for none; p_t = sigmoid(x)*y + sigmoid(-x)*(1-y)); "
+                f"grad: d/dx",
+        value=value,
+    )
+
+
+register_parametric(focal.PREFIX, _focal_family)
+
+
+def focal_op(gamma: Any = 2, alpha: Any = None) -> str:
+    """The canonical op name of focal_with_logits(gamma, alpha), registered on first use:
+    focal_op(2, 0.25) == "focal_with_logits:gamma=2:alpha=0.25",
+    focal_op() == "focal_with_logits:gamma=2:alpha=none". ValueError off the domain
+    (gamma finite >= 0, alpha finite or None)."""
+    name = focal.op_name(gamma, alpha)
+    get_family(name)
+    return name
