@@ -265,10 +265,19 @@ def _attach(name: str, cache: dict) -> shared_memory.SharedMemory:
 
 def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
     """Worker loop: import the framework once, then answer requests until told to stop."""
-    # Ctrl-C or a SIGTERM to the process group is the parent's to handle: it finishes the
-    # chunk and stops its workers (SIGKILL), a worker never dies mid-batch for it
+    # Ctrl-C is the parent's to handle (it finishes the chunk, then stops its workers). A
+    # SIGTERM (the process group's, or multiprocessing's own at the parent's exit) ends an
+    # idle worker at once and a busy one right after its reply: never mid-batch, which
+    # the parent would misread as a crash of the points in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    state = {"busy": False, "stop": False}
+
+    def on_term(signum: int, frame: Any) -> None:
+        if not state["busy"]:
+            raise SystemExit(0)
+        state["stop"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import importlib
@@ -293,6 +302,7 @@ def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
             return
         if msg[0] == "stop":
             return
+        state["busy"] = True
         try:
             if msg[0] == "evaluate":
                 reply: Any = _evaluate(runner, subjects, msg, cache)
@@ -308,6 +318,9 @@ def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
         except Exception as e:  # a framework error is a finding, never the worker's end
             text = str(e).splitlines()[0][:300] if str(e) else ""
             conn.send(("error", type(e).__name__, text))
+        state["busy"] = False
+        if state["stop"]:
+            return
 
 
 def _plain(obj: Any) -> Any:
