@@ -86,14 +86,21 @@ class Worker:
         self.conn: Any = None
         self.shm: shared_memory.SharedMemory | None = None
         self.info: dict[str, Any] = {}
+        self.log: str | None = None
         self.lock = threading.RLock()  # one request at a time (the pipe and block are shared)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
+        import tempfile
+
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
+        # the worker's stderr (C++ logging, oneDNN / absl banners, abort messages) goes to
+        # a file of its own: quiet output, and a crash report can quote its last line
+        fd, self.log = tempfile.mkstemp(prefix=f"bce-audit-{self.framework}-", suffix=".log")
+        os.close(fd)
         settings = {"threads": _SETTINGS["threads"], "registry": REGISTRY["module"],
-                    "modules": list(REGISTRY["user_modules"])}
+                    "modules": list(REGISTRY["user_modules"]), "log": self.log}
         self.proc = ctx.Process(target=_main, args=(child, self.framework, settings),
                                 name=f"bce-audit-{self.framework}", daemon=True)
         self.proc.start()
@@ -126,7 +133,10 @@ class Worker:
         if self.shm is not None:
             self.shm.close()
             self.shm.unlink()
-        self.proc = self.conn = self.shm = None
+        if self.log:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log)
+        self.proc = self.conn = self.shm = self.log = None
 
     # -- calls --------------------------------------------------------------------------
     def _receive(self, timeout: float, what: str) -> tuple:
@@ -140,13 +150,28 @@ class Worker:
             if not self.proc.is_alive() or self.conn.closed:
                 self.proc.join(1)
                 code = self.proc.exitcode
+                said = self.last_words()
                 self.stop(kill=True)
                 raise WorkerCrash(f"the {self.framework} worker {describe_signal(code)} "
-                                  f"while {what}")
+                                  f"while {what}" + (f" (its last stderr line: {said})"
+                                                     if said else ""))
             if time.monotonic() > deadline:
                 self.stop(kill=True)
                 raise WorkerCrash(f"the {self.framework} worker hung while {what} "
                                   f"(killed after {timeout:g} s)")
+
+    def last_words(self) -> str:
+        """The last non-empty line the worker wrote to stderr (200 characters at most)."""
+        if not self.log:
+            return ""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(max(0, os.path.getsize(self.log) - 4096))
+                lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [ln for ln in lines if ln]
+        return lines[-1][:200] if lines else ""
 
     def _block(self, nbytes: int) -> shared_memory.SharedMemory:
         if self.shm is None or self.shm.size < nbytes:
@@ -270,6 +295,10 @@ def _main(conn: Any, framework: str, settings: dict[str, Any]) -> None:
     # idle worker at once and a busy one right after its reply: never mid-batch, which
     # the parent would misread as a crash of the points in flight.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if settings.get("log"):
+        log = os.open(settings["log"], os.O_WRONLY | os.O_APPEND)
+        os.dup2(log, 2)
+        os.close(log)
     state = {"busy": False, "stop": False}
 
     def on_term(signum: int, frame: Any) -> None:

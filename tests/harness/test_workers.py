@@ -29,6 +29,8 @@ def _fused(x, y):
 @subject("faulty.aborts", framework="torch", family="bce_with_logits")
 def aborts(x, y):
     if bool((x == 7).any()):
+        sys.stderr.write("Check failed: the kernel met a seven\\n")
+        sys.stderr.flush()
         os.abort()
     return _fused(x, y)
 
@@ -91,6 +93,8 @@ def test_a_dying_worker_is_a_crash_on_exactly_its_points(faulty, name, value, si
     observed, errors, crashes = _run(name)
     bad = int(np.flatnonzero(np.equal(X, value))[0])
     assert crashes == {bad} and set(errors) == {bad} and signal in errors[bad]
+    if name == "faulty.aborts":  # the report quotes what the dying process said
+        assert "last stderr line: Check failed: the kernel met a seven" in errors[bad]
     good = np.delete(np.arange(X.size), bad)
     assert np.isfinite(observed[good]).all()  # replaced worker: the run went on
     # and the next call works on a fresh worker
