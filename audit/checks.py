@@ -13,8 +13,10 @@ import numpy as np
 import reference
 from audit import regions, workers
 from audit.batch import Batch
+from audit.families import param_groups
 from audit.grading import Graded, grade
 from audit.subjects import Subject
+from reference.families import get_family
 from reference.vectorized import double_double
 
 # check name -> (quantity, needs weights)
@@ -75,8 +77,19 @@ def point_set(subject: Subject, check: str, dtype: str) -> tuple[Batch, str]:
     with hard targets, plus the family's grid with soft targets.
     """
     family = subject.family_record
-    inputs = family.grid(dtype)
+    inputs = family.grid(dtype)[:: family.input_stride]
     soft = regions.soft_targets(dtype)
+    if family.params:  # one grid per parameter setting; NaN stands for a None value
+        inputs = np.union1d(inputs, family.special_inputs(dtype))  # keep +-inf, +-max
+        x, y = regions.cross(inputs, np.array([0.0, 0.5, 1.0, *soft[::3]]))
+        cols = {k: [] for k in family.param_names}
+        for setting in family.params:
+            for k in cols:
+                v = setting[k]
+                cols[k].append(np.full(x.size, np.nan if v is None else float(v)))
+        k = len(family.params)
+        return Batch(np.tile(x, k), np.tile(y, k), np.ones(x.size * k), np.ones(x.size * k),
+                     {n: np.concatenate(v) for n, v in cols.items()}), "grid"
     if CHECKS[check][1]:
         inputs = inputs[:: max(1, inputs.size // 80)]
         w = regions.weight_grid(dtype) if subject.weight else np.array([1.0])
@@ -85,7 +98,7 @@ def point_set(subject: Subject, check: str, dtype: str) -> tuple[Batch, str]:
         x, y, w, p = regions.cross(inputs, np.array([0.0, 0.5, 1.0]), w, p)
         return Batch(x, y, w, p), "grid"
     mode = "grid"
-    if regions.exhaustive_ok(dtype):
+    if regions.exhaustive_ok(dtype) and family.exhaustive:
         x1, y1 = regions.cross(family.every_input(dtype), regions.hard_targets())
         x2, y2 = regions.cross(inputs, soft)
         x, y = np.concatenate([x1, x2]), np.concatenate([y1, y2])
@@ -95,7 +108,7 @@ def point_set(subject: Subject, check: str, dtype: str) -> tuple[Batch, str]:
     return Batch(x, y, np.ones_like(x), np.ones_like(x)), mode
 
 
-def _padded(a: np.ndarray) -> np.ndarray:
+def padded(a: np.ndarray) -> np.ndarray:
     extra = (-a.size) % PAD
     return np.concatenate([a, np.repeat(a[:1], extra)]) if extra else a
 
@@ -113,7 +126,24 @@ def run_framework(subject: Subject, case: Case, pts: Batch, reduction: str = "no
     """Observed values, errors and crashes. A batch that raises is split until the raising
     points are isolated (torch's BCELoss rejects a whole batch for one bad point); one
     that kills the worker is split CRASH_FANOUT ways until the killing points are found
-    (each crash restarts the worker). WorkerUnavailable propagates: a skip, not a finding."""
+    (each crash restarts the worker). WorkerUnavailable propagates: a skip, not a finding.
+    A parametric family's batch is run once per parameter setting."""
+    groups = param_groups(subject.family_record, dict(pts.extra), len(pts))
+    if len(groups) == 1 and not subject.family_record.param_names:
+        return _run_group(subject, case, pts, reduction, None)
+    observed = np.full(len(pts), np.nan)
+    errors: dict[int, str] = {}
+    crashes: set[int] = set()
+    for params, idx in groups:
+        o, e, k = _run_group(subject, case, pts.take(idx), reduction, params)
+        observed[idx] = o
+        errors.update({int(idx[i]): t for i, t in e.items()})
+        crashes.update(int(idx[i]) for i in k)
+    return observed, errors, frozenset(crashes)
+
+
+def _run_group(subject: Subject, case: Case, pts: Batch, reduction: str,
+               params: dict | None) -> tuple[np.ndarray, dict[int, str], frozenset[int]]:
     n = len(pts)
     errors: dict[int, str] = {}
     crashes: set[int] = set()
@@ -121,10 +151,11 @@ def run_framework(subject: Subject, case: Case, pts: Batch, reduction: str = "no
     use_p = CHECKS[case.check][1] and subject.pos_weight
 
     def run(b: Batch) -> np.ndarray:
-        kw = {"weight": _padded(b.weight) if use_w else None,
-              "pos_weight": _padded(b.pos_weight) if use_p else None}
-        out = subject.evaluate(case.dtype, case.device, _padded(b.input), _padded(b.target),
-                               reduction=reduction, grad=case.quantity == "grad", **kw)
+        kw = {"weight": padded(b.weight) if use_w else None,
+              "pos_weight": padded(b.pos_weight) if use_p else None}
+        out = subject.evaluate(case.dtype, case.device, padded(b.input), padded(b.target),
+                               reduction=reduction, grad=case.quantity == "grad",
+                               params=params, **kw)
         return np.asarray(out, dtype=np.float64)[: len(b)]
 
     try:  # the whole batch in one call: no index copies on the common path
@@ -169,13 +200,28 @@ def reference_values(op: str, dtype: str, pts: Batch | dict, grad: bool
     else:
         args, w, p = (pts["x"], pts["y"]), pts["w"], pts["p"]
     kw = {"weight": w, "pos_weight": p, "grad": grad}
-    if dtype == "float64":
+    if dtype == "float64" or get_family(op).fast is None:  # the certified mpmath path
         return reference.rounded(op, dtype, *args, **kw), reference.exact_parts(op, *args, **kw)
     from reference.fast import rounded_and_parts
     from reference.formats import get_format
 
     tol = math.ldexp(1.0, get_format(dtype).quantum_exp - 40)  # 2**-40 subnormal ulps
     return rounded_and_parts(op, dtype, *args, abs_tol=tol, rel_tol=2.0 ** -30, **kw)
+
+
+def subject_reference(subject: Subject, dtype: str, pts: Batch, grad: bool
+                      ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """reference_values for a subject's batch: per parameter setting of a parametric
+    family (each setting is its own reference op), else in one call."""
+    family = subject.family_record
+    groups = param_groups(family, dict(pts.extra), len(pts))
+    if len(groups) == 1:
+        return reference_values(family.reference_op(groups[0][0]), dtype, pts, grad)
+    expected, hi, lo = (np.empty(len(pts)) for _ in range(3))
+    for params, idx in groups:
+        e, (h, low) = reference_values(family.reference_op(params), dtype, pts.take(idx), grad)
+        expected[idx], hi[idx], lo[idx] = e, h, low
+    return expected, (hi, lo)
 
 
 def grade_observed(observed: np.ndarray, errors: dict[int, str], crashes: frozenset[int],
@@ -192,8 +238,7 @@ def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
     """Evaluate and grade one elementwise case (reduction "none")."""
     pts, mode = point_set(subject, case.check, case.dtype)
     observed, errors, crashes = run_framework(subject, case, pts)
-    expected, parts = reference_values(subject.reference_op, case.dtype, pts,
-                                       case.quantity == "grad")
+    expected, parts = subject_reference(subject, case.dtype, pts, case.quantity == "grad")
     graded = grade_observed(observed, errors, crashes, expected, parts, case.dtype, budget)
     return Outcome(case, pts, observed, expected, parts, graded, errors, mode,
                    subject.reference_op, crashes)

@@ -70,6 +70,8 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduction", default="none", choices=("none", "mean", "sum",
                                                           "keras_default"))
     p.add_argument("--max-ulp", type=budget_number, default=None)
+    p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
+    p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
     return p
 
 
@@ -115,8 +117,9 @@ def cmd_probe(argv: list[str]) -> int:
                                  pos_weight=p != 1.0, reduction=args.reduction)
     if reason is not None:
         raise UsageError(f"{subject.name} cannot run here: {reason}")
-    observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD)
-    t = _reference(subject.reference_op, args, xs, ys, w, p)
+    params = _family_params(subject, args)
+    observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD, params)
+    t = _reference(subject.family_record.reference_op(params), args, xs, ys, w, p)
     hi, lo, expected = _parts(t, args.dtype)
     budget = args.max_ulp if args.max_ulp is not None else ulp_budget(args.dtype)
     g = grade(None if error else np.array([observed]), np.array([expected]), np.array([hi]),
@@ -136,12 +139,39 @@ def cmd_probe(argv: list[str]) -> int:
         "ordinal": None if g.ordinal[0] < 0 else int(g.ordinal[0]),
         "bits": float(g.bits[0]), "status": str(g.status[0]), "error": error,
         "observed_hex": None if error or not math.isfinite(observed) else observed.hex(),
+        **({"params": params} if params else {}),
     }
     print(json.dumps(result))
     return 0
 
 
-def _observe(subject, args, xs, ys, w, p, pad):
+def _family_params(subject, args) -> dict | None:
+    """--gamma / --alpha for a parametric family (focal); a usage error elsewhere."""
+    family = subject.family_record
+    given = {k: getattr(args, k) for k in ("gamma", "alpha") if getattr(args, k) is not None}
+    if not family.param_names:
+        if given:
+            raise UsageError(f"{subject.name} takes no {', '.join('--' + k for k in given)} "
+                             f"(family {family.name})")
+        return None
+    params = dict(family.default)
+    if "gamma" in given:
+        gamma = parse_number(given["gamma"], "float64")
+        if not math.isfinite(gamma) or gamma < 0:
+            raise UsageError(f"--gamma must be a finite number >= 0, not {given['gamma']!r}")
+        params["gamma"] = gamma
+    if "alpha" in given:
+        if given["alpha"].strip().lower() == "none":
+            params["alpha"] = None
+        else:
+            alpha = parse_number(given["alpha"], "float64")
+            if not 0 <= alpha <= 1:
+                raise UsageError(f"--alpha must be in [0, 1] or none, not {given['alpha']!r}")
+            params["alpha"] = alpha
+    return params
+
+
+def _observe(subject, args, xs, ys, w, p, pad, params=None):
     """Observed value; the point is repeated to a full vector batch like the audit's."""
     kw = {"weight": None if w == 1.0 else np.full(xs.size if args.reduction != "none" else pad, w),
           "pos_weight": None if p == 1.0 else np.full(
@@ -151,9 +181,10 @@ def _observe(subject, args, xs, ys, w, p, pad):
     try:
         if args.reduction == "none":
             out = subject.evaluate(args.dtype, args.device, np.repeat(xs, pad),
-                                   np.repeat(ys, pad), grad=args.grad, **kw)
+                                   np.repeat(ys, pad), grad=args.grad, params=params, **kw)
             return float(np.asarray(out)[0]), None, False
-        out = subject.evaluate(args.dtype, args.device, xs, ys, reduction=args.reduction, **kw)
+        out = subject.evaluate(args.dtype, args.device, xs, ys, reduction=args.reduction,
+                               params=params, **kw)
         return float(np.asarray(out)), None, False
     except workers.WorkerUnavailable as e:
         raise UsageError(f"{subject.name} cannot run here: {e}") from None

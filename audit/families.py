@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,30 @@ def _unit_patterns(dtype: str) -> tuple[int, int]:
     return 0, one + 1
 
 
+def _focal_op(params: dict[str, float | None]) -> str:
+    from reference import focal_op
+
+    return focal_op(params["gamma"], params["alpha"])
+
+
+def param_groups(family: Family, extra: dict[str, np.ndarray], n: int
+                 ) -> list[tuple[dict[str, float | None], np.ndarray]]:
+    """The batch's points grouped by parameter setting: [(params, indices)], one group
+    (the default setting) when the batch carries no parameters."""
+    names = family.param_names
+    if not names or not all(k in extra for k in names):
+        return [(dict(family.default), np.arange(n))]
+    cols = np.stack([np.asarray(extra[k], dtype=np.float64) for k in names], axis=1)
+    keys = np.where(np.isnan(cols), np.inf, cols)  # NaN (None) groups like a value
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    groups = []
+    for g, row in enumerate(uniq):
+        params = {k: (None if np.isinf(v) else float(v)) for k, v in zip(names, row,
+                                                                          strict=True)}
+        groups.append((params, np.flatnonzero(inverse.ravel() == g)))
+    return groups
+
+
 @dataclass(frozen=True)
 class Family:
     name: str
@@ -60,6 +84,25 @@ class Family:
     lower: float = -math.inf  # the inputs an exhaustive run keeps: lower <= v <= upper
     upper: float = math.inf
     weights: bool = True  # pos_weight is meaningful (the logit families)
+    # parametric families (focal): the parameter grid of the checks, the setting used
+    # where none is given (special cases, searches, sweeps), and the reference op of a
+    # setting; a parameter value None travels as NaN in a Batch's extras
+    params: tuple[dict[str, float | None], ...] = ()
+    default: dict[str, float | None] = field(default_factory=dict)
+    op_of: Callable[[dict[str, float | None]], str] | None = None
+    exhaustive: bool = True  # 16-bit checks enumerate every input (needs a fast reference)
+    input_stride: int = 1  # checks use every k-th grid input (a slow reference)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(self.default)
+
+    def reference_op(self, params: dict[str, float | None] | None = None) -> str:
+        """The reference op graded against, for one parameter setting (default: the
+        family's default setting)."""
+        if self.op_of is None:
+            return self.reference
+        return self.op_of({**self.default, **(params or {})})
 
     def every_input(self, dtype: str) -> np.ndarray:
         """Every non-NaN input of a 16-bit dtype inside the family's domain."""
@@ -82,6 +125,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("bce", "bce", input_kind="probability", variable="q", axis="probability q",
            centre=0.5, grid=regions.probability_grid, specials=_probability_specials,
            patterns=_unit_patterns, lower=0.0, upper=1.0, weights=False),
+    # DESIGN.md section 10: alpha_t (1 - p_t)^gamma bce_with_logits, certified by
+    # reference/focal.py (interval arithmetic, ~20k points/s: no exhaustive checks)
+    Family("focal_with_logits", "focal_with_logits", **{**_LOGIT, "grid": regions.logit_grid},
+           params=tuple({"gamma": g, "alpha": a} for g in (0.0, 0.5, 1.0, 2.0, 5.0)
+                        for a in (None, 0.25)),
+           default={"gamma": 2.0, "alpha": None}, op_of=_focal_op, exhaustive=False,
+           input_stride=10, weights=False),
 )}
 
 

@@ -47,7 +47,8 @@ def numbers_arg(values: Any) -> str:
 
 def repro_command(subject: str, dtype: str, device: str, x: Any, y: float, w: float = 1.0,
                   p: float = 1.0, grad: bool = False, reduction: str = "none",
-                  members: tuple[Any, Any] | None = None) -> str:
+                  members: tuple[Any, Any] | None = None,
+                  params: dict[str, float | None] | None = None) -> str:
     """The one-line `python -m audit probe ...` that shows the same numbers; it names the
     --subject-module a user's subject needs. `x` may be a vector (one point's input)."""
     from audit.subjects import subject_module_of
@@ -67,6 +68,9 @@ def repro_command(subject: str, dtype: str, device: str, x: Any, y: float, w: fl
         parts.append("--grad")
     if reduction != "none":
         parts += ["--reduction", reduction]
+    for name, value in (params or {}).items():  # a parametric family's setting
+        parts += [f"--{name.replace('_', '-')}",
+                  "none" if value is None else number_arg(float(value))]
     parts += ["--device", device]
     module = subject_module_of(subject)
     if module is not None:
@@ -117,13 +121,14 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         "pos_weight": to_json_value(p), "input_hex": point_hex(x), "target_hex": number_arg(y),
         "observed": None if observed is None else to_json_value(observed),
         "expected": to_json_value(float(out.expected[i])),
-        "exact": exact_string(hi, lo) if members is not None else
-        exact_reference(out.op, x, y, w, p, case.quantity == "grad"),
+        "exact": exact_string(hi, lo) if members is not None else exact_reference(
+            _op_at(case.subject, pts, i, out.op), x, y, w, p, case.quantity == "grad"),
         "ulp": to_json_value(float(ulp[i])),
         "ordinal": None if g.ordinal[i] < 0 else int(g.ordinal[i]),
         "status": str(g.status[i]), "error": out.errors.get(i),
         "repro": repro_command(case.subject, case.dtype, case.device, x, y, w, p,
-                               case.quantity == "grad", case.reduction, members),
+                               case.quantity == "grad", case.reduction, members,
+                               _params(case.subject, pts, i)),
     }
     if members is not None:
         worst["batch_inputs"], worst["batch_targets"] = (",".join(repr(float(v)) for v in m)
@@ -156,6 +161,26 @@ def exact_reference(op: str, x: Any, y: float, w: float, p: float, grad: bool) -
     input is passed as a tuple (hashable for the cache)."""
     key = tuple(float(v) for v in np.ravel(x)) if np.ndim(x) else x
     return exact_decimal(point(op, grad, key, y, w, p))
+
+
+def _params(name: str, pts: Any, i: int) -> dict[str, float | None] | None:
+    """The parameter setting of point i of a parametric family's batch (NaN = None)."""
+    from audit.subjects import SUBJECTS
+
+    s = SUBJECTS.get(name)
+    names = s.family_record.param_names if s is not None else ()
+    if not names or not all(k in pts.extra for k in names):
+        return None
+    values = {k: float(pts.extra[k][i]) for k in names}
+    return {k: (None if math.isnan(v) else v) for k, v in values.items()}
+
+
+def _op_at(name: str, pts: Any, i: int, default: str) -> str:
+    """The reference op of point i (a parametric family's own setting), else default."""
+    from audit.subjects import SUBJECTS
+
+    params = _params(name, pts, i)
+    return default if params is None else SUBJECTS[name].family_record.reference_op(params)
 
 
 def _family(name: str) -> str:

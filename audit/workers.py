@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -192,13 +193,14 @@ class Worker:
 
     def evaluate(self, subject: str, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str) -> np.ndarray:
+                 layout: str, params: dict[str, Any] | None = None) -> np.ndarray:
         with self.lock:
-            return self._evaluate(subject, dtype, device, arrays, reduction, grad, layout)
+            return self._evaluate(subject, dtype, device, arrays, reduction, grad, layout,
+                                  params)
 
     def _evaluate(self, subject: str, dtype: str, device: str,
                   arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                  layout: str) -> np.ndarray:
+                  layout: str, params: dict[str, Any] | None) -> np.ndarray:
         n = arrays[0].size
         n_out = 1 if reduction != "none" and not grad else n
         specs: list[tuple[int, int] | None] = []
@@ -211,7 +213,8 @@ class Worker:
             if spec is not None:
                 np.ndarray(a.size, np.float64, shm.buf, spec[0])[:] = a
         shape = self.request(("evaluate", subject, dtype, device, reduction, grad, layout,
-                              shm.name, specs, offset), f"evaluating {subject} {dtype}")
+                              shm.name, specs, offset, params or {}),
+                             f"evaluating {subject} {dtype}")
         size = int(np.prod(shape))
         return np.ndarray(size, np.float64, shm.buf, offset).copy().reshape(shape)
 
@@ -255,9 +258,12 @@ def start_failure(framework: str) -> str | None:
 
 def evaluate(subject: str, framework: str, dtype: str, device: str,
              arrays: list[np.ndarray | None], reduction: str, grad: bool,
-             layout: str) -> np.ndarray:
-    """Evaluate a registered subject in its framework's worker (see the module doc)."""
-    return worker(framework).evaluate(subject, dtype, device, arrays, reduction, grad, layout)
+             layout: str, params: dict[str, Any] | None = None) -> np.ndarray:
+    """Evaluate a registered subject in its framework's worker (see the module doc);
+    `params` (a parametric family's setting, e.g. gamma and alpha) go to its call as
+    keywords."""
+    return worker(framework).evaluate(subject, dtype, device, arrays, reduction, grad, layout,
+                                      params)
 
 
 def query(framework: str, what: str, *args: Any) -> Any:
@@ -390,13 +396,14 @@ def _quiet_import(runner: Any) -> None:
 
 
 def _evaluate(runner: Any, subjects: Any, msg: tuple, cache: dict) -> tuple[int, ...]:
-    _, name, dtype, device, reduction, grad, layout, shm_name, specs, out_offset = msg
+    _, name, dtype, device, reduction, grad, layout, shm_name, specs, out_offset, params = msg
     shm = _attach(shm_name, cache)
     arrays = [None if s is None else np.ndarray(s[1], np.float64, shm.buf, s[0])
               for s in specs]
     subject = subjects.get(name)
-    out = np.asarray(runner.evaluate(subject.call, dtype, device, arrays, reduction, grad,
-                                     layout), dtype=np.float64)
+    call = functools.partial(subject.call, **params) if params else subject.call
+    out = np.asarray(runner.evaluate(call, dtype, device, arrays, reduction, grad, layout),
+                     dtype=np.float64)
     np.ndarray(out.size, np.float64, shm.buf, out_offset)[:] = out.reshape(-1)
     del arrays
     return out.shape

@@ -73,8 +73,9 @@ class Subject:
 
     @property
     def reference_op(self) -> str:
-        """The reference family this subject is graded against."""
-        return families.get(self.family).reference
+        """The reference op this subject is graded against (a parametric family: at its
+        default setting; checks grade each setting against its own op)."""
+        return families.get(self.family).reference_op()
 
     @property
     def family_record(self) -> families.Family:
@@ -103,7 +104,8 @@ class Subject:
     def evaluate(self, dtype: str, device: str, inputs: np.ndarray, targets: np.ndarray, *,
                  weight: np.ndarray | None = None, pos_weight: np.ndarray | None = None,
                  reduction: str = "none", grad: bool = False,
-                 layout: str = "contiguous") -> np.ndarray:
+                 layout: str = "contiguous", params: dict[str, Any] | None = None
+                 ) -> np.ndarray:
         """Run the framework once on the whole batch (in its worker); float64 results in
         point order: n elementwise losses, a 0-d reduced loss, or with `grad` the n
         derivatives d(loss)/d(input). Inputs are float64 arrays exact in `dtype`.
@@ -118,7 +120,7 @@ class Subject:
             raise ValueError(f"{self.name} cannot run {dtype} on {device}: {reason}")
         arrays = layouts.broadcast_1d(inputs, targets, weight, pos_weight)
         return workers.evaluate(self.name, self.framework, dtype, device, arrays, reduction,
-                                grad, layout)
+                                grad, layout, params)
 
 
 def device_reason(framework: str, device: str) -> str | None:

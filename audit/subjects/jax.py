@@ -40,3 +40,20 @@ register(Subject(
                   "multiply the result)",
     pos_weight_reason="optax.sigmoid_binary_cross_entropy has no pos_weight argument",
     requires=("jax",), module=__name__))
+
+
+def focal_with_logits(x: Any, y: Any, w: Any, p: Any, reduction: str, gamma: float = 2.0,
+                      alpha: float | None = None) -> Any:
+    import optax
+
+    return _reduce(optax.sigmoid_focal_loss(x, y, alpha=alpha, gamma=gamma), reduction)
+
+
+register(Subject(
+    name="jax.focal_with_logits", framework="jax", family="focal_with_logits",
+    api="optax.sigmoid_focal_loss(x, y, alpha=A, gamma=G)", dtypes=DTYPES,
+    reductions=("none",), weight=False, pos_weight=False,
+    notes="log-space focal loss (log_sigmoid); elementwise", call=focal_with_logits,
+    weight_reason="optax.sigmoid_focal_loss has no weight argument",
+    pos_weight_reason="optax.sigmoid_focal_loss has no pos_weight argument",
+    requires=("jax",), module=__name__))

@@ -38,3 +38,24 @@ _keras("sigmoid_bce", "keras.losses.binary_crossentropy(y, keras.ops.sigmoid(x))
        binary_crossentropy_on(_sigmoid, from_logits=False),
        "keras.ops.sigmoid tags its output with _keras_logits and binary_crossentropy then "
        "uses the logits (fused path), unlike tf.sigmoid_bce; eager mode")
+
+
+def focal_with_logits(x: Any, y: Any, w: Any, p: Any, reduction: str, gamma: float = 2.0,
+                      alpha: float | None = None) -> Any:
+    """binary_focal_crossentropy(from_logits=True); alpha None = no class balancing."""
+    keras_runner = runners.get("keras")
+    tf, keras = keras_runner.tf, keras_runner.module
+    return keras.losses.binary_focal_crossentropy(
+        tf.expand_dims(y, -1), tf.expand_dims(x, -1), apply_class_balancing=alpha is not None,
+        alpha=0.25 if alpha is None else alpha, gamma=gamma, from_logits=True)
+
+
+register(Subject(
+    name="keras.focal_with_logits", framework="keras", family="focal_with_logits",
+    api="keras.losses.binary_focal_crossentropy(y, x, from_logits=True, gamma=G, "
+        "apply_class_balancing=alpha is not None, alpha=A)",
+    dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
+    notes="applies sigmoid, then the clipped probability BCE times (1 - p_t)**gamma "
+          "(and alpha_t with apply_class_balancing); " + CLIP_NOTE,
+    call=focal_with_logits, weight_reason="audited unweighted (sample_weight is a plain "
+    "multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__))

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, note, settings, target
 
 from audit import workers
 from audit.batch import Batch
-from audit.checks import Case, error_text, reference_values
+from audit.checks import Case, error_text, padded, reference_values
 from audit.contracts import judge
 from audit.grading import CRASH, grade
 from audit.records import repro_command
@@ -53,7 +53,11 @@ def test_search(case: Case, runnable, audit, batch, probs) -> None:
     grad = case.quantity == "grad"
     crashed = False
     try:
-        observed = subject.evaluate(case.dtype, case.device, pts.input, pts.target, grad=grad)
+        # padded to the audit's vector width: one shape per dtype (jax compiles each
+        # new shape of an eager op; a search drawing 37 sizes would compile 37 times)
+        n = len(pts)
+        observed = subject.evaluate(case.dtype, case.device, padded(pts.input),
+                                    padded(pts.target), grad=grad)[:n]
     except workers.WorkerUnavailable as e:
         pytest.skip(str(e))
     except Exception as e:  # a batch-wide error (or crash): recorded as a finding

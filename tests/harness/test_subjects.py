@@ -38,14 +38,23 @@ def _softplus(t: np.ndarray) -> np.ndarray:
 def _expected_loss(subject, x, y, w=1.0, p=1.0) -> np.ndarray:
     if subject.op == "bce":
         return -w * (y * np.log(x) + (1 - y) * np.log1p(-x))
-    return w * (p * y * _softplus(-x) + (1 - y) * _softplus(x))
+    bce = w * (p * y * _softplus(-x) + (1 - y) * _softplus(x))
+    if subject.family == "focal_with_logits":  # the default setting: gamma 2, no alpha
+        sig = 1 / (1 + np.exp(-x))
+        return (1 - (sig * y + (1 - sig) * (1 - y))) ** 2 * bce
+    return bce
 
 
 def _expected_grad(subject, x, y, w=1.0, p=1.0) -> np.ndarray:
     if subject.op == "bce":
         return w * (-y / x + (1 - y) / (1 - x))
     sig = 1 / (1 + np.exp(-x))
-    return w * ((1 - y) * sig - p * y * (1 - sig))
+    grad = w * ((1 - y) * sig - p * y * (1 - sig))
+    if subject.family == "focal_with_logits":
+        q = 1 - (sig * y + (1 - sig) * (1 - y))
+        bce = _softplus(-x) * y + _softplus(x) * (1 - y)
+        return 2 * q * (1 - 2 * y) * sig * (1 - sig) * bce + q**2 * grad
+    return grad
 
 
 def _tolerance(dtype: str, x: np.ndarray, expected: np.ndarray) -> np.ndarray:
@@ -82,7 +91,9 @@ def test_registry_names_are_the_design_names():
         "keras.bce_with_logits",
         "keras.bce",
         "keras.sigmoid_bce",
+        "keras.focal_with_logits",
         "jax.bce_with_logits",
+        "jax.focal_with_logits",
         "paddle.bce_with_logits",
         "paddle.bce",
         "paddle.sigmoid_bce",
@@ -90,6 +101,10 @@ def test_registry_names_are_the_design_names():
     for s in SUBJECTS.values():
         assert s.name == f"{s.framework}.{s.op}" and s.family == s.op
         assert s.module == f"audit.subjects.{s.framework}"
+        if s.family == "focal_with_logits":  # elementwise only: no exact focal reduction
+            assert s.reference_op == "focal_with_logits:gamma=2:alpha=none"
+            assert s.reductions == ("none",)
+            continue
         assert s.reference_op == ("bce" if s.op == "bce" else "bce_with_logits")
         assert set(s.reductions) >= {"none", "mean", "sum"}
         assert s.weight == (not s.weight_reason) and s.pos_weight == (not s.pos_weight_reason)
@@ -204,6 +219,8 @@ def test_loss_and_grad_match_numpy(name, dtype):
 @pytest.mark.parametrize(("name", "dtype"), CASES)
 def test_reductions_agree_with_elementwise(name, dtype):
     subject = _runnable(name, dtype)
+    if subject.reductions == ("none",):
+        pytest.skip(f"{name} is audited elementwise only (reductions: none)")
     x, y = _grid(subject)
     n = x.size
     none = subject.evaluate(dtype, "cpu", x, y)
