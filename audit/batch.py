@@ -55,9 +55,3 @@ class Batch:
         with np.errstate(invalid="ignore"):
             hi, lo = self.input.max(axis=1), self.input.min(axis=1)
             return {"x_max": hi, "x_min": lo, "x_spread": hi - lo, **base}
-
-    def concat(self, other: Batch) -> Batch:
-        return Batch(*(np.concatenate([a, b]) for a, b in (
-            (self.input, other.input), (self.target, other.target),
-            (self.weight, other.weight), (self.pos_weight, other.pos_weight))),
-            {k: np.concatenate([v, other.extra[k]]) for k, v in self.extra.items()})

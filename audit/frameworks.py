@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from audit import runners, workers
+from audit.subjects import device_reason
 
 DEVICES = runners.DEVICES
 
@@ -27,24 +28,6 @@ def single_threaded() -> None:
     """One intra-op thread per framework worker started from now on (sweep processes:
     one process per core beats several whose pools fight over the same cores)."""
     workers.configure(threads=1)
-
-
-def available(framework: str) -> str | None:
-    """None if `framework` can be used here, else why not (starts its worker)."""
-    reason = runners.get(framework).missing()
-    if reason is not None:
-        return reason
-    try:
-        workers.worker(framework)
-    except workers.WorkerUnavailable as e:
-        return str(e)
-    return None
-
-
-def device_reason(framework: str, device: str) -> str | None:
-    from audit.subjects import device_reason as reason
-
-    return reason(framework, device)
 
 
 def devices_available(chosen: Iterable[str] | None = None) -> dict[str, str | None]:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 START_TIMEOUT = 300.0  # importing a framework on a loaded 2-core machine
-_SETTINGS: dict[str, Any] = {"threads": None, "timeout": None}
+_SETTINGS: dict[str, Any] = {"threads": None}
 # What a worker loads before serving: the subject registry module (injected by it, so
 # this module imports no registry) and the users' subject modules, in load order.
 REGISTRY: dict[str, Any] = {"module": None, "user_modules": []}
@@ -51,19 +51,14 @@ class WorkerUnavailable(Exception):
     """The framework's worker could not start (framework not importable here)."""
 
 
-def configure(*, threads: int | None = None, timeout: float | None = None) -> None:
-    """Settings for workers started from now on: intra-op threads per worker (sweep
-    processes use 1) and the per-call timeout in seconds (None: BCE_AUDIT_TIMEOUT, or
-    600 s)."""
+def configure(*, threads: int | None = None) -> None:
+    """Intra-op threads per worker started from now on (sweep processes use 1)."""
     if threads is not None:
         _SETTINGS["threads"] = threads
-    if timeout is not None:
-        _SETTINGS["timeout"] = timeout
 
 
 def call_timeout() -> float:
-    if _SETTINGS["timeout"] is not None:
-        return float(_SETTINGS["timeout"])
+    """Seconds a call may take before its worker counts as hung: BCE_AUDIT_TIMEOUT, 600."""
     return float(os.environ.get("BCE_AUDIT_TIMEOUT", "600"))
 
 
@@ -86,7 +81,6 @@ class Worker:
         self.proc: Any = None
         self.conn: Any = None
         self.shm: shared_memory.SharedMemory | None = None
-        self.info: dict[str, Any] = {}
         self.log: str | None = None
         self.lock = threading.RLock()  # one request at a time (the pipe and block are shared)
 
@@ -111,7 +105,6 @@ class Worker:
         if reply[0] != "ready":
             self.stop()
             raise WorkerUnavailable(reply[1])
-        self.info = reply[1]
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.is_alive()

@@ -75,11 +75,13 @@ class Runner:
 
     # -- shared ---------------------------------------------------------------------------
     def missing(self) -> str | None:
-        """Why the framework cannot be imported at all (not installed), cheaply: no import."""
-        for mod in self.modules:
-            if importlib.util.find_spec(mod) is None:
-                return f"{self.name} is not installed (no module {mod!r})"
-        return None
+        """Why the framework cannot be imported at all (not installed), cheaply: no import.
+        Looked up once (every evaluation asks, through the subject's skip reason)."""
+        if not hasattr(self, "_missing"):
+            self._missing = next((f"{self.name} is not installed (no module {mod!r})"
+                                  for mod in self.modules
+                                  if importlib.util.find_spec(mod) is None), None)
+        return self._missing
 
     def ftz(self, device: str) -> dict[str, bool]:
         """Observed flush-to-zero / denormals-are-zero, measured rather than read from flags
