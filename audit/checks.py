@@ -13,10 +13,11 @@ import numpy as np
 import reference
 from audit import regions, workers
 from audit.batch import Batch
-from audit.families import param_groups
+from audit.families import LABEL_SMOOTHING, param_groups
 from audit.grading import Graded, grade
 from audit.subjects import Subject
 from reference.families import get_family
+from reference.formats import round_to
 from reference.vectorized import double_double
 
 # check name -> (quantity, needs weights)
@@ -26,7 +27,11 @@ CHECKS: dict[str, tuple[str, bool]] = {
     "weighted": ("loss", True),
     "weighted_grads": ("grad", True),
     "reduced": ("loss", False),
+    # subjects that take label smoothing: the grid with targets smoothed by E (Case)
+    "smoothed": ("loss", False),
+    "smoothed_grads": ("grad", False),
 }
+SMOOTHED_CHECKS = ("smoothed", "smoothed_grads")
 PAD = 64  # batches are padded to a multiple of this so every point takes the vector path
 REDUCED_BATCHES = 96
 REDUCED_SIZE = 7
@@ -42,6 +47,7 @@ class Case:
     dtype: str
     device: str
     reduction: str = "none"
+    label_smoothing: float = 0.0  # E of the smoothed checks, as given (rounded per dtype)
 
     @property
     def quantity(self) -> str:
@@ -50,7 +56,8 @@ class Case:
     @property
     def id(self) -> str:
         red = "" if self.reduction == "none" else f" reduction={self.reduction}"
-        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}"
+        ls = f" label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
+        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}{ls}"
 
 
 @dataclass
@@ -70,15 +77,27 @@ class Outcome:
     members: tuple[np.ndarray, np.ndarray] | None = None  # reductions: each batch's points
 
 
-def point_set(subject: Subject, check: str, dtype: str) -> tuple[Batch, str]:
+def point_set(subject: Subject, check: str, dtype: str, label_smoothing: float = 0.0
+              ) -> tuple[Batch, str]:
     """The fixed inputs of a check, as float64 arrays exact in the dtype, and the mode.
 
     16-bit dtypes are exhaustive: every input value of the dtype in the family's domain
-    with hard targets, plus the family's grid with soft targets.
+    with hard targets, plus the family's grid with soft targets. The smoothed checks
+    take the grid (and the classic traps) at the family's default setting, with the
+    smoothing E rounded to the dtype in every point's extras: the framework gets that E,
+    the reference grades against the exact y*(1-E) + E/2 (certified point by point).
     """
     family = subject.family_record
     inputs = family.grid(dtype)[:: family.input_stride]
     soft = regions.soft_targets(dtype)
+    if check in SMOOTHED_CHECKS:
+        inputs = np.union1d(inputs[:: max(1, 2 * inputs.size // 400)],
+                            family.special_inputs(dtype))
+        x, y = regions.cross(inputs, np.array([0.0, 0.5, 1.0, *soft[::3]]))
+        extra = {k: np.full(x.size, np.nan if v is None else float(v))
+                 for k, v in family.default.items()}
+        extra[LABEL_SMOOTHING] = np.full(x.size, round_to(label_smoothing, dtype))
+        return Batch(x, y, np.ones_like(x), np.ones_like(x), extra), "grid"
     if family.params:  # one grid per parameter setting; NaN stands for a None value
         inputs = np.union1d(inputs, family.special_inputs(dtype))  # keep +-inf, +-max
         x, y = regions.cross(inputs, np.array([0.0, 0.5, 1.0, *soft[::3]]))
@@ -129,8 +148,8 @@ def run_framework(subject: Subject, case: Case, pts: Batch, reduction: str = "no
     (each crash restarts the worker). WorkerUnavailable propagates: a skip, not a finding.
     A parametric family's batch is run once per parameter setting."""
     groups = param_groups(subject.family_record, dict(pts.extra), len(pts))
-    if len(groups) == 1 and not subject.family_record.param_names:
-        return _run_group(subject, case, pts, reduction, None)
+    if len(groups) == 1:
+        return _run_group(subject, case, pts, reduction, groups[0][0] or None)
     observed = np.full(len(pts), np.nan)
     errors: dict[int, str] = {}
     crashes: set[int] = set()
@@ -236,12 +255,15 @@ def grade_observed(observed: np.ndarray, errors: dict[int, str], crashes: frozen
 
 def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
     """Evaluate and grade one elementwise case (reduction "none")."""
-    pts, mode = point_set(subject, case.check, case.dtype)
+    pts, mode = point_set(subject, case.check, case.dtype, case.label_smoothing)
     observed, errors, crashes = run_framework(subject, case, pts)
     expected, parts = subject_reference(subject, case.dtype, pts, case.quantity == "grad")
     graded = grade_observed(observed, errors, crashes, expected, parts, case.dtype, budget)
-    return Outcome(case, pts, observed, expected, parts, graded, errors, mode,
-                   subject.reference_op, crashes)
+    op = subject.reference_op
+    if LABEL_SMOOTHING in pts.extra:  # the smoothed op of the family's default setting
+        op = subject.family_record.reference_op(
+            {LABEL_SMOOTHING: float(pts.extra[LABEL_SMOOTHING][0])})
+    return Outcome(case, pts, observed, expected, parts, graded, errors, mode, op, crashes)
 
 
 def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:

@@ -17,8 +17,10 @@ import numpy as np
 
 from audit import runners, workers
 from audit.dtypes import DTYPES, ulp_budget
+from audit.families import LABEL_SMOOTHING
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
+from reference.formats import round_to
 
 COMMANDS = ("subjects", "probe", "sweep", "merge", "table", "bench", "compare",
             "draft-contracts", "rebuild")
@@ -72,6 +74,9 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ulp", type=budget_number, default=None)
     p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
     p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
+    p.add_argument("--label-smoothing", default=None, metavar="E",
+                   help="subjects that take it: smooth the target to y*(1-E)+E/2 (E in [0, 1], "
+                        "rounded to --dtype)")
     return p
 
 
@@ -146,7 +151,22 @@ def cmd_probe(argv: list[str]) -> int:
 
 
 def _family_params(subject, args) -> dict | None:
-    """--gamma / --alpha for a parametric family (focal); a usage error elsewhere."""
+    """--gamma / --alpha for a parametric family (focal), --label-smoothing for a subject
+    that takes it; a usage error elsewhere."""
+    params = _focal_params(subject, args)
+    raw = getattr(args, "label_smoothing", None)
+    if raw is None:
+        return params
+    if not subject.label_smoothing:
+        raise UsageError(f"{subject.name} takes no --label-smoothing")
+    e = parse_number(raw, "float64")
+    if not 0 <= e <= 1:
+        raise UsageError(f"--label-smoothing must be a number in [0, 1], not {raw!r}")
+    e = round_to(e, args.dtype)  # E as the dtype value it is (DESIGN.md section 10)
+    return {**(params or {}), LABEL_SMOOTHING: e} if e else params
+
+
+def _focal_params(subject, args) -> dict | None:
     family = subject.family_record
     given = {k: getattr(args, k) for k in ("gamma", "alpha") if getattr(args, k) is not None}
     if not family.param_names:

@@ -17,8 +17,9 @@ import numpy as np
 
 from audit import subjects
 from audit.batch import Batch
-from audit.checks import CHECKS, Case, run_case, run_reduced_case
+from audit.checks import CHECKS, SMOOTHED_CHECKS, Case, run_case, run_reduced_case
 from audit.dtypes import DTYPES, ulp_budget
+from audit.families import DEFAULT_SMOOTHING
 from audit.runners import DEVICES
 from reference.cli import UsageError
 
@@ -230,6 +231,11 @@ def main(argv: list[str]) -> int:
     for s in chosen:
         for dtype in lists["--dtypes"]:
             for check in lists["--checks"]:
+                if check in SMOOTHED_CHECKS:  # the audit's default E, where the loss takes it
+                    if s.label_smoothing:
+                        cases.append(Case(s.name, check, dtype, args.device, "none",
+                                          DEFAULT_SMOOTHING))
+                    continue
                 reds = [r for r in s.reductions if r != "none"] if check == "reduced" else ["none"]
                 cases += [Case(s.name, check, dtype, args.device, r) for r in reds]
     print(draft(cases))

@@ -18,7 +18,11 @@ import numpy as np
 
 from audit import regions
 from audit.dtypes import numpy_dtype
+from reference import smoothing
 from reference.formats import get_format, round_to
+
+LABEL_SMOOTHING = "label_smoothing"  # a subject-level parameter (Subject.label_smoothing)
+DEFAULT_SMOOTHING = 0.1  # the smoothed checks' E unless --label-smoothing says otherwise
 
 _UINT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 
@@ -52,12 +56,19 @@ def _focal_op(params: dict[str, float | None]) -> str:
     return focal_op(params["gamma"], params["alpha"])
 
 
+def batch_param_names(family: Family, extra: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The parameters a batch carries: the family's own (when all present) and the
+    label smoothing of a subject that takes it (DESIGN.md section 10)."""
+    names = family.param_names if all(k in extra for k in family.param_names) else ()
+    return (*names, LABEL_SMOOTHING) if LABEL_SMOOTHING in extra else names
+
+
 def param_groups(family: Family, extra: dict[str, np.ndarray], n: int
                  ) -> list[tuple[dict[str, float | None], np.ndarray]]:
     """The batch's points grouped by parameter setting: [(params, indices)], one group
     (the default setting) when the batch carries no parameters."""
-    names = family.param_names
-    if not names or not all(k in extra for k in names):
+    names = batch_param_names(family, extra)
+    if not names:
         return [(dict(family.default), np.arange(n))]
     cols = np.stack([np.asarray(extra[k], dtype=np.float64) for k in names], axis=1)
     keys = np.where(np.isnan(cols), np.inf, cols)  # NaN (None) groups like a value
@@ -99,10 +110,12 @@ class Family:
 
     def reference_op(self, params: dict[str, float | None] | None = None) -> str:
         """The reference op graded against, for one parameter setting (default: the
-        family's default setting)."""
-        if self.op_of is None:
-            return self.reference
-        return self.op_of({**self.default, **(params or {})})
+        family's default setting); a label smoothing E > 0 among them wraps it in
+        reference.smoothing's exact smoothed target (E already the dtype's value)."""
+        params = dict(params or {})
+        e = params.pop(LABEL_SMOOTHING, None)
+        op = self.reference if self.op_of is None else self.op_of({**self.default, **params})
+        return op if not e else smoothing.op_name(e, op)
 
     def every_input(self, dtype: str) -> np.ndarray:
         """Every non-NaN input of a 16-bit dtype inside the family's domain."""

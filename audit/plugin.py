@@ -50,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--subject-module", action="append", default=[], metavar="MODULE",
                 help="import MODULE (a name or a .py path; comma list or repeatable) "
                      "for its @audit.subject losses")
+    g.addoption("--label-smoothing", default=None, metavar="E",
+                help="E of the smoothed checks of subjects that take label smoothing "
+                     "(default 0.1; 0 leaves those checks out)")
     g.addoption("--report-dir", default=None, help="write the run report here")
     g.addoption("--keep-reports", default=None, metavar="N",
                 help="keep the newest N runs in reports/ (default 20); older ones are removed")
@@ -85,6 +88,21 @@ def parse_budgets(raw: str | None) -> dict[str, float]:
     except ValueError as e:
         raise pytest.UsageError(f"--max-ulp: cannot parse {raw!r} ({e})") from None
     return budgets
+
+
+def parse_smoothing(raw: str | None) -> float:
+    """--label-smoothing E: a number in [0, 1] (0: no smoothed checks)."""
+    from audit.families import DEFAULT_SMOOTHING
+
+    if raw is None:
+        return DEFAULT_SMOOTHING
+    try:
+        e = float(str(raw).strip())
+    except ValueError:
+        raise pytest.UsageError(f"--label-smoothing: {raw!r} is not a number") from None
+    if not 0 <= e <= 1:
+        raise pytest.UsageError(f"--label-smoothing: {raw!r} is not in [0, 1]")
+    return e
 
 
 def parse_keep(raw: str | None) -> int:
@@ -147,6 +165,7 @@ def _audit_options(config: pytest.Config) -> dict[str, Any]:
             "contracts": not config.getoption("--no-contracts"),
             "frameworks": subjects_mod.frameworks_of(chosen),
             "keep_reports": parse_keep(config.getoption("--keep-reports")),
+            "label_smoothing": parse_smoothing(config.getoption("--label-smoothing")),
             "report_dir": check_report_dir(config.getoption("--report-dir"))}
 
 
@@ -307,14 +326,19 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def audit_cases(config: pytest.Config, checks: tuple[str, ...]) -> list:
     """Case per selected subject x dtype x device x check (x reduction), never by hand."""
-    from audit.checks import Case
+    from audit.checks import SMOOTHED_CHECKS, Case
 
     opts = config.audit  # type: ignore[attr-defined]
+    e = opts["label_smoothing"]
     cases = []
     for s in opts["subjects"]:
         for dtype in opts["dtypes"]:
             for device in opts["devices"]:
                 for check in checks:
+                    if check in SMOOTHED_CHECKS:  # only where the loss takes it
+                        if s.label_smoothing and e:
+                            cases.append(Case(s.name, check, dtype, device, "none", e))
+                        continue
                     reds = [r for r in s.reductions if r != "none"] if check == "reduced" \
                         else ["none"]
                     cases += [Case(s.name, check, dtype, device, r) for r in reds]

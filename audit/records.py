@@ -153,6 +153,8 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         "worst": worst,
         "contract": contract,
         "points": _plot_points(out),
+        **({"label_smoothing": float(pts.extra["label_smoothing"][0])}
+           if "label_smoothing" in pts.extra else {}),
     }
 
 
@@ -164,12 +166,14 @@ def exact_reference(op: str, x: Any, y: float, w: float, p: float, grad: bool) -
 
 
 def _params(name: str, pts: Any, i: int) -> dict[str, float | None] | None:
-    """The parameter setting of point i of a parametric family's batch (NaN = None)."""
+    """The parameter setting of point i of a parametric family's batch (NaN = None),
+    label smoothing included."""
+    from audit.families import batch_param_names
     from audit.subjects import SUBJECTS
 
     s = SUBJECTS.get(name)
-    names = s.family_record.param_names if s is not None else ()
-    if not names or not all(k in pts.extra for k in names):
+    names = batch_param_names(s.family_record, pts.extra) if s is not None else ()
+    if not names:
         return None
     values = {k: float(pts.extra[k][i]) for k in names}
     return {k: (None if math.isnan(v) else v) for k, v in values.items()}

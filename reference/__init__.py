@@ -1,20 +1,23 @@
 """Certified mpmath ground truth for binary cross-entropy (DESIGN.md section 3) and the
-focal loss on logits (section 10).
+focal loss on logits and on probabilities (section 10).
 
 Imports only mpmath, numpy and ml_dtypes: never a framework under test.
 """
 
+from . import smoothing  # registers the smoothed:E:OP families
 from .api import (
     bce,
     bce_grad,
     bce_with_logits,
     bce_with_logits_grad,
+    focal_probability,
+    focal_probability_grad,
     focal_with_logits,
     focal_with_logits_grad,
     reduce,
 )
 from .engine import ReferenceUncertainError
-from .families import focal_op
+from .families import focal_op, focal_prob_op
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
 from .vectorized import exact_parts, rounded
 
@@ -28,11 +31,15 @@ __all__ = [
     "bits_error",
     "exact_parts",
     "focal_op",
+    "focal_prob_op",
+    "focal_probability",
+    "focal_probability_grad",
     "focal_with_logits",
     "focal_with_logits_grad",
     "ordinal_distance",
     "reduce",
     "round_to",
     "rounded",
+    "smoothing",
     "ulp_error",
 ]

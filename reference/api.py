@@ -1,5 +1,6 @@
 """The stable public API of DESIGN.md section 3 (scalar functions and reductions), and the
-focal loss of section 10 (reference/focal.py)."""
+focal losses of section 10 (on logits: reference/focal.py; on probabilities:
+reference/focal_prob.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
-from . import focal, losses
+from . import focal, focal_prob, losses
 from .engine import evaluate
 from .exact import Tuple
 from .families import get_family
@@ -58,6 +59,26 @@ def focal_with_logits_grad(x: Any, y: Any, gamma: Any = 2, alpha: Any = None,
                            weight: Any = 1) -> mpmath.mpf:
     """d/dx of focal_with_logits (same domain)."""
     return _mpf(focal.value(True, x, y, gamma, alpha, weight))
+
+
+def focal_probability(q: Any, y: Any, gamma: Any = 2, alpha: Any = None, weight: Any = 1
+                      ) -> mpmath.mpf:
+    """w * alpha_t * (1-p_t)**gamma * bce(q, y) on a probability q, certified like bce.
+
+    p_t = q*y + (1-q)*(1-y); alpha_t = alpha*y + (1-alpha)*(1-y), 1 when alpha is None
+    (keras.losses.binary_focal_crossentropy, from_logits=False, without its clipping).
+    ValueError outside the domain: gamma finite >= 0, alpha finite or None, 0 <= y <= 1,
+    weight finite >= 0; NaN in q, y or weight, or q outside [0, 1], gives NaN. Limits at
+    q = 0 and 1 (reference/focal_prob.py). Bulk: reference.rounded(
+    reference.focal_prob_op(gamma, alpha), dtype, q, y, weight=w, grad=g).
+    """
+    return _mpf(focal_prob.value(False, q, y, gamma, alpha, weight))
+
+
+def focal_probability_grad(q: Any, y: Any, gamma: Any = 2, alpha: Any = None, weight: Any = 1
+                           ) -> mpmath.mpf:
+    """d/dq of focal_probability (same domain)."""
+    return _mpf(focal_prob.value(True, q, y, gamma, alpha, weight))
 
 
 def reduce(op: str, reduction: str, inputs: Any, targets: Any, weight: Any = 1,

@@ -40,6 +40,8 @@ focal_with_logits is one: `focal_op(gamma, alpha)` returns the canonical name
 "focal_with_logits:gamma=2:alpha=0.25" (alpha=none for no alpha; spelling:
 focal.format_number) and registers it; weight is its only optional bulk argument
 (pos_weight must stay 1), and it has no fast path (certified by reference.focal).
+Its sibling on probabilities, "focal:gamma=2:alpha=0.25" (`focal_prob_op`, input_kind
+"probability", certified by reference.focal_prob), follows the same rules.
 
 Import order: this module imports the forms (bce_forms.py) and the fast kernels
 (bce_fast.py), never the modules that dispatch through it (losses, fast, ...).
@@ -51,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import bce_fast, exact, focal
+from . import bce_fast, exact, focal, focal_prob
 from .bce_forms import logits_form, prob_form
 from .engine import Linear
 from .exact import Tuple
@@ -283,5 +285,41 @@ def focal_op(gamma: Any = 2, alpha: Any = None) -> str:
     focal_op() == "focal_with_logits:gamma=2:alpha=none". ValueError off the domain
     (gamma finite >= 0, alpha finite or None)."""
     name = focal.op_name(gamma, alpha)
+    get_family(name)
+    return name
+
+
+def _focal_prob_family(name: str) -> Family:
+    """The family of a canonical focal-on-probabilities name (focal_prob.parse_op
+    validates it)."""
+    gamma, alpha = focal_prob.parse_op(name)
+
+    def value(grad: bool, q: Any, y: Any, weight: Any = 1) -> Tuple:
+        return focal_prob.value(grad, q, y, gamma, alpha, weight)
+
+    shown = "none" if alpha is None else focal.format_number(alpha)
+    return Family(
+        name=name,
+        arguments=("input", "target", "weight"),
+        input_kind="probability",
+        form=None,
+        fast=None,
+        formula=f"w * alpha_t * (1-p_t)**gamma * bce(q, y), gamma = "
+                f"{focal.format_number(gamma)}, alpha = {shown} (alpha_t = alpha*y + "
+                f"(1-alpha)*(1-y), 1 for none; p_t = q*y + (1-q)*(1-y)), no clamp (NaN "
+                f"outside 0 <= q <= 1); grad: d/dq",
+        value=value,
+    )
+
+
+register_parametric(focal_prob.PREFIX, _focal_prob_family)
+
+
+def focal_prob_op(gamma: Any = 2, alpha: Any = None) -> str:
+    """The canonical op name of the focal loss on probabilities (gamma, alpha), registered
+    on first use: focal_prob_op(2, 0.25) == "focal:gamma=2:alpha=0.25",
+    focal_prob_op() == "focal:gamma=2:alpha=none". ValueError off the domain (gamma
+    finite >= 0, alpha finite or None)."""
+    name = focal_prob.op_name(gamma, alpha)
     get_family(name)
     return name

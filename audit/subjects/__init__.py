@@ -66,6 +66,8 @@ class Subject:
     # (dtype, device, reason): measured missing kernels. Empty on the measured versions.
     unsupported: tuple[tuple[str, str, str], ...] = ()
     module: str = ""  # where it was registered: a user's subject module needs to be named
+    # takes `label_smoothing=E` in its call (graded against the exact smoothed target)
+    label_smoothing: bool = False
 
     @property
     def op(self) -> str:
@@ -82,7 +84,8 @@ class Subject:
         return families.get(self.family)
 
     def skip_reason(self, dtype: str, device: str, *, weight: bool = False,
-                    pos_weight: bool = False, reduction: str = "none") -> str | None:
+                    pos_weight: bool = False, reduction: str = "none",
+                    label_smoothing: bool = False) -> str | None:
         """Why this subject cannot run here (framework, device, dtype, argument), or None."""
         if dtype not in self.dtypes:
             return f"{self.name} does not support dtype {dtype} (supports {', '.join(self.dtypes)})"
@@ -99,6 +102,8 @@ class Subject:
             return self.weight_reason
         if pos_weight and not self.pos_weight:
             return self.pos_weight_reason
+        if label_smoothing and not self.label_smoothing:
+            return f"{self.name} takes no label smoothing ({self.api})"
         return None
 
     def evaluate(self, dtype: str, device: str, inputs: np.ndarray, targets: np.ndarray, *,
@@ -114,10 +119,14 @@ class Subject:
         process died or hung) or workers.WorkerUnavailable (it cannot start here)."""
         _dtypes.check_dtype(dtype)
         layouts.check_layout(layout)
+        smoothing = bool(params and params.get(families.LABEL_SMOOTHING))
         reason = self.skip_reason(dtype, device, weight=weight is not None,
-                                  pos_weight=pos_weight is not None, reduction=reduction)
+                                  pos_weight=pos_weight is not None, reduction=reduction,
+                                  label_smoothing=smoothing)
         if reason is not None:
             raise ValueError(f"{self.name} cannot run {dtype} on {device}: {reason}")
+        if params and not smoothing:  # E = 0 is no smoothing: the call never sees it
+            params = {k: v for k, v in params.items() if k != families.LABEL_SMOOTHING}
         arrays = layouts.broadcast_1d(inputs, targets, weight, pos_weight)
         return workers.evaluate(self.name, self.framework, dtype, device, arrays, reduction,
                                 grad, layout, params)

@@ -28,16 +28,18 @@ def binary_crossentropy_on(to_prediction: Callable[[Any], Any], from_logits: boo
     Runs in the keras worker or, for tf.sigmoid_bce, in TensorFlow's (Keras on TF).
     """
 
-    def call(x: Any, y: Any, w: Any, p: Any, reduction: str) -> Any:
+    def call(x: Any, y: Any, w: Any, p: Any, reduction: str, label_smoothing: float = 0.0
+             ) -> Any:
         keras_runner = runners.get("keras")
         tf, keras = keras_runner.tf, keras_runner.module
         prediction = to_prediction(tf.expand_dims(x, -1))
         target = tf.expand_dims(y, -1)
         if w is None and reduction == "none":
-            return keras.losses.binary_crossentropy(target, prediction, from_logits=from_logits)
+            return keras.losses.binary_crossentropy(target, prediction, from_logits=from_logits,
+                                                    label_smoothing=label_smoothing)
         kwargs = {} if reduction == "keras_default" else {"reduction": _REDUCTION[reduction]}
         loss = keras.losses.BinaryCrossentropy(from_logits=from_logits, dtype=x.dtype.name,
-                                               **kwargs)
+                                               label_smoothing=label_smoothing, **kwargs)
         return loss(target, prediction, sample_weight=w)
 
     return call

@@ -24,7 +24,8 @@ def _keras(op: str, api: str, call: runners.CallFn, notes: str) -> Subject:
     return register(Subject(
         name=f"keras.{op}", framework="keras", family=op, api=api, dtypes=DTYPES,
         reductions=KERAS_REDUCTIONS, weight=True, pos_weight=False, notes=notes, call=call,
-        pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__))
+        pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
+        label_smoothing=True))
 
 
 _keras("bce_with_logits", "keras.losses.binary_crossentropy(y, x, from_logits=True)",
@@ -40,14 +41,18 @@ _keras("sigmoid_bce", "keras.losses.binary_crossentropy(y, keras.ops.sigmoid(x))
        "uses the logits (fused path), unlike tf.sigmoid_bce; eager mode")
 
 
-def focal_with_logits(x: Any, y: Any, w: Any, p: Any, reduction: str, gamma: float = 2.0,
-                      alpha: float | None = None) -> Any:
-    """binary_focal_crossentropy(from_logits=True); alpha None = no class balancing."""
-    keras_runner = runners.get("keras")
-    tf, keras = keras_runner.tf, keras_runner.module
-    return keras.losses.binary_focal_crossentropy(
-        tf.expand_dims(y, -1), tf.expand_dims(x, -1), apply_class_balancing=alpha is not None,
-        alpha=0.25 if alpha is None else alpha, gamma=gamma, from_logits=True)
+def _focal_on(from_logits: bool) -> runners.CallFn:
+    def call(x: Any, y: Any, w: Any, p: Any, reduction: str, gamma: float = 2.0,
+             alpha: float | None = None, label_smoothing: float = 0.0) -> Any:
+        """binary_focal_crossentropy; alpha None = no class balancing."""
+        keras_runner = runners.get("keras")
+        tf, keras = keras_runner.tf, keras_runner.module
+        return keras.losses.binary_focal_crossentropy(
+            tf.expand_dims(y, -1), tf.expand_dims(x, -1),
+            apply_class_balancing=alpha is not None, alpha=0.25 if alpha is None else alpha,
+            gamma=gamma, from_logits=from_logits, label_smoothing=label_smoothing)
+
+    return call
 
 
 register(Subject(
@@ -57,5 +62,6 @@ register(Subject(
     dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
     notes="applies sigmoid, then the clipped probability BCE times (1 - p_t)**gamma "
           "(and alpha_t with apply_class_balancing); " + CLIP_NOTE,
-    call=focal_with_logits, weight_reason="audited unweighted (sample_weight is a plain "
-    "multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__))
+    call=_focal_on(from_logits=True), weight_reason="audited unweighted (sample_weight is a "
+    "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
+    label_smoothing=True))
