@@ -56,6 +56,12 @@ def _focal_op(params: dict[str, float | None]) -> str:
     return focal_op(params["gamma"], params["alpha"])
 
 
+def _focal_prob_op(params: dict[str, float | None]) -> str:
+    from reference import focal_prob_op
+
+    return focal_prob_op(params["gamma"], params["alpha"])
+
+
 def batch_param_names(family: Family, extra: dict[str, np.ndarray]) -> tuple[str, ...]:
     """The parameters a batch carries: the family's own (when all present) and the
     label smoothing of a subject that takes it (DESIGN.md section 10)."""
@@ -145,6 +151,15 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
                         for a in (None, 0.25)),
            default={"gamma": 2.0, "alpha": None}, op_of=_focal_op, exhaustive=False,
            input_stride=10, weights=False),
+    # the same on a probability q (keras from_logits=False), certified by
+    # reference/focal_prob.py
+    Family("focal", "focal", input_kind="probability", variable="q", axis="probability q",
+           centre=0.5, grid=regions.probability_grid, specials=_probability_specials,
+           patterns=_unit_patterns, lower=0.0, upper=1.0, weights=False,
+           params=tuple({"gamma": g, "alpha": a} for g in (0.0, 0.5, 1.0, 2.0, 5.0)
+                        for a in (None, 0.25)),
+           default={"gamma": 2.0, "alpha": None}, op_of=_focal_prob_op, exhaustive=False,
+           input_stride=10),
 )}
 
 

@@ -65,3 +65,14 @@ register(Subject(
     call=_focal_on(from_logits=True), weight_reason="audited unweighted (sample_weight is a "
     "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
     label_smoothing=True))
+
+register(Subject(
+    name="keras.focal", framework="keras", family="focal",
+    api="keras.losses.binary_focal_crossentropy(y, q, gamma=G, "
+        "apply_class_balancing=alpha is not None, alpha=A)",
+    dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
+    notes="the clipped probability BCE times (1 - p_t)**gamma with p_t from the unclipped q "
+          "(and alpha_t with apply_class_balancing); " + CLIP_NOTE,
+    call=_focal_on(from_logits=False), weight_reason="audited unweighted (sample_weight is a "
+    "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
+    label_smoothing=True))
