@@ -18,6 +18,7 @@ from audit import families, subjects
 from audit.batch import Batch
 from audit.checks import Case, grade_observed, reference_values
 from audit.dtypes import numpy_dtype, to_float64
+from audit.families import LABEL_SMOOTHING
 from audit.grading import SEVERITY, STATUSES
 from audit.records import number_arg, repro_command
 from audit.results import to_json_value
@@ -72,6 +73,7 @@ class Accumulator:
 
     case: Case
     mode: str
+    params: dict[str, float | None] | None = None  # a parametric setting / label smoothing
     n: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_EDGES.size - 1, np.int64))
@@ -150,11 +152,11 @@ class Accumulator:
             worst = {"input": to_json_value(x), "target": to_json_value(y), "weight": 1.0,
                      "pos_weight": 1.0, "input_hex": number_arg(x), "target_hex": number_arg(y),
                      "observed": to_json_value(obs), "expected": to_json_value(exp),
-                     "exact": _exact_text(c, x, y), "ulp": to_json_value(ulp),
+                     "exact": _exact_text(c, x, y, self.params), "ulp": to_json_value(ulp),
                      "ordinal": None if ordinal < 0 else int(ordinal), "status": status,
                      "error": error,
                      "repro": repro_command(c.subject, c.dtype, c.device, x, y,
-                                            grad=c.quantity == "grad")}
+                                            grad=c.quantity == "grad", params=self.params)}
         bad = sum(v for k, v in self.counts.items() if k != "ok")
         return {
             "subject": c.subject, "family": subjects.get(c.subject).family, "check": c.check,
@@ -171,11 +173,11 @@ class Accumulator:
         }
 
 
-def _exact_text(case: Case, x: float, y: float) -> str:
+def _exact_text(case: Case, x: float, y: float, params: dict | None = None) -> str:
     from reference.cli import exact_decimal
     from reference.vectorized import point
 
-    op = subjects.get(case.subject).reference_op
+    op = subjects.get(case.subject).family_record.reference_op(params)
     return exact_decimal(point(op, case.quantity == "grad", x, y, 1.0, 1.0))
 
 
@@ -211,11 +213,20 @@ def shard_extent(subject_name: str, dtype: str, *, exhaustive: bool, samples: in
     return 0, samples // n + (1 if i < samples % n else 0)
 
 
+def params_label(params: dict[str, float | None] | None) -> str:
+    """' gamma=0.5 alpha=none label_smoothing=0.1' for a test id ('' for no parameters)."""
+    return "".join(f" {k}={'none' if v is None else format(v, '.17g')}"
+                   for k, v in (params or {}).items())
+
+
 def shard_test_id(subject_name: str, dtype: str, device: str, mode: str, label: str,
-                  quantity: str, done: int, total: int) -> str:
+                  quantity: str, done: int, total: int,
+                  params: dict[str, float | None] | None = None) -> str:
     """A sweep record's test_id, e.g. `sweep S[float16-cpu] exhaustive shard 1/3 loss`;
-    an unfinished one says how far it got: `... shard 1/3 loss (interrupted: 5 of 9 inputs)`."""
-    tid = f"sweep {subject_name}[{dtype}-{device}] {mode} {label} {quantity}"
+    an unfinished one says how far it got: `... shard 1/3 loss (interrupted: 5 of 9 inputs)`.
+    A parametric setting follows the quantity (`... loss gamma=0.5 alpha=none`)."""
+    tid = f"sweep {subject_name}[{dtype}-{device}] {mode} {label} {quantity}" \
+          f"{params_label(params)}"
     return tid if done >= total else f"{tid} (interrupted: {done:,} of {total:,} inputs)"
 
 
@@ -226,7 +237,8 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
           should_stop: Callable[[], bool] | None = None,
           on_snapshot: Callable[[list[dict], list[dict]], None] | None = None,
           snapshot_every: float = SNAPSHOT_EVERY,
-          parts: list[dict] | None = None) -> list[dict]:
+          parts: list[dict] | None = None,
+          params: dict[str, float | None] | None = None) -> list[dict]:
     """Grade values and gradients of one subject over every input (or a sample).
 
     on_chunk(done, total) is called after every chunk (parallel progress). should_stop()
@@ -235,9 +247,15 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     and then after a chunk whenever `snapshot_every` seconds have passed since the last
     one (never after the last chunk: the caller has the final records). `parts`, when
     given, receives this shard's progress {"index", "count" (1-based shard i/n), "done",
-    "total" (inputs drawn, NaN patterns included)}."""
+    "total" (inputs drawn, NaN patterns included)}. `params`: a parametric family's
+    setting (gamma, alpha; the family's default otherwise) and a label smoothing E (the
+    dtype's value) for a subject that takes it."""
     subject = subjects.get(subject_name)
-    reason = subject.skip_reason(dtype, device)
+    family = subject.family_record
+    params = {**family.default, **(params or {})} or None
+    op = family.reference_op(params)
+    reason = subject.skip_reason(dtype, device, label_smoothing=bool(
+        params and params.get(LABEL_SMOOTHING)))
     if reason is not None:
         raise ValueError(f"{subject_name} cannot run {dtype} on {device}: {reason}")
     if chunk < 1:
@@ -246,7 +264,7 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     fmt = get_format(dtype)
     mode = "exhaustive" if exhaustive else "sampled"
     accs = {q: Accumulator(Case(subject_name, "values" if q == "loss" else "grads", dtype,
-                                device), mode) for q in ("loss", "grad")}
+                                device), mode, params) for q in ("loss", "grad")}
     i, n = shard
     lo, total = shard_extent(subject_name, dtype, exhaustive=exhaustive, samples=samples,
                              shard=shard)
@@ -259,7 +277,7 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
 
     def records(done: int) -> list[dict]:
         return [acc.record(shard_test_id(subject_name, dtype, device, mode,
-                                         f"shard {i + 1}/{n}", q, done, total))
+                                         f"shard {i + 1}/{n}", q, done, total, params))
                 for q, acc in accs.items()]
 
     done = 0
@@ -278,12 +296,12 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
         trim()
         xs = values_of(patterns, dtype)
         for y in targets if xs.size else ():  # none: a chunk of NaN patterns only
-            pts = Batch.of(xs, y)
+            pts = Batch.of(xs, y, **{k: np.full(xs.size, np.nan if v is None else float(v))
+                                     for k, v in (params or {}).items()})  # the setting
             scalar = {"x": xs, "y": y, "w": 1.0, "p": 1.0}  # the fast reference broadcasts
             for q, acc in accs.items():
                 observed, errors, crashes = _observe(subject, acc.case, pts)
-                expected, ref_parts = reference_values(subject.reference_op, dtype, scalar,
-                                                       q == "grad")
+                expected, ref_parts = reference_values(op, dtype, scalar, q == "grad")
                 g = grade_observed(observed, errors, crashes, expected, ref_parts, dtype,
                                    budget)
                 acc.add(pts.input, pts.target, observed, expected, g, errors)

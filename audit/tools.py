@@ -196,7 +196,8 @@ def _coverage(parts: list[dict]) -> Fraction:
 
 def sweep_info(subject: str, dtype: str, device: str, *, exhaustive: bool,
                targets: list[float], budget: float, seed: int, samples: int,
-               shards: list[dict], parts: list[dict]) -> dict:
+               shards: list[dict], parts: list[dict],
+               params: dict[str, float | None] | None = None) -> dict:
     """run.sweep: what a sweep's results.json covers. `shards` are the --shard i/n (1-based)
     it was run as; `parts` the pieces actually swept (one per --jobs process:
     {"index", "count", "done", "total"}, inputs drawn, NaN patterns included);
@@ -210,7 +211,8 @@ def sweep_info(subject: str, dtype: str, device: str, *, exhaustive: bool,
             "seed": None if exhaustive else seed, "samples": None if exhaustive else samples,
             "shards": shards, "parts": parts,
             "finished": all(p["done"] >= p["total"] for p in parts),
-            "coverage": float(cov), "complete": cov == 1}
+            "coverage": float(cov), "complete": cov == 1,
+            **({"params": params} if params else {})}
 
 
 class _Interrupts:
@@ -293,6 +295,11 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="processes on this machine, one thread each (default 1)")
+    p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
+    p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
+    p.add_argument("--label-smoothing", default=None, metavar="E",
+                   help="subjects that take it: smooth the targets to y*(1-E)+E/2 (E rounded "
+                        "to --dtype); the reference is then certified point by point (slow)")
     args = p.parse_args(attach_values(argv, p))
     cores = os.cpu_count() or 1
     _count("--jobs", args.jobs, high=max(4 * cores, 4))
@@ -302,9 +309,12 @@ def cmd_sweep(argv: list[str]) -> int:
         raise UsageError(f"unknown device {args.device!r}; expected one of "
                          f"{', '.join(runners.DEVICES)}")
     try:
-        subjects.get(args.subject)
+        subject = subjects.get(args.subject)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
+    from audit.cli import _family_params
+
+    params = _family_params(subject, args)
     if args.samples is not None:
         _count("--samples", args.samples)
     _count("--chunk", args.chunk, high=MAX_CHUNK)
@@ -316,7 +326,7 @@ def cmd_sweep(argv: list[str]) -> int:
                "--out" if args.out is not None else "the reports folder")
     command = "python -m audit sweep " + " ".join(argv)
     with _Interrupts() as stop:
-        reason = subjects.get(args.subject).skip_reason(args.dtype, args.device)  # imports
+        reason = subject.skip_reason(args.dtype, args.device)  # imports
         if reason is not None:
             raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: "
                              f"{reason}")
@@ -326,7 +336,8 @@ def cmd_sweep(argv: list[str]) -> int:
         info = {"subject": args.subject, "dtype": args.dtype, "device": args.device,
                 "exhaustive": args.exhaustive, "targets": targets, "budget": budget,
                 "seed": args.seed, "samples": args.samples or 0,
-                "shards": [{"index": shard[0] + 1, "count": shard[1]}]}
+                "shards": [{"index": shard[0] + 1, "count": shard[1]}],
+                **({"params": params} if params else {})}
         snapshots = _Snapshots(run_dir, command, started, info)
         parts: list[dict] = []
         failure = None
@@ -335,7 +346,8 @@ def cmd_sweep(argv: list[str]) -> int:
                                  targets=targets, exhaustive=args.exhaustive,
                                  samples=args.samples or 0, shard=shard, chunk=args.chunk,
                                  seed=args.seed, budget=budget, progress=not args.quiet,
-                                 should_stop=stop, on_snapshot=snapshots, parts=parts)
+                                 should_stop=stop, on_snapshot=snapshots, parts=parts,
+                                 params=params)
         except JobsFailed as e:
             records, parts, failure = e.records, e.parts, str(e)
         finished = all(p["done"] >= p["total"] for p in parts)
@@ -415,6 +427,9 @@ def _check_compatible(shards: list[dict]) -> None:
             if s[key] != first[key]:
                 raise UsageError(f"cannot merge {first['label']} and {s['label']}: different "
                                  f"{key} ({_shown(first[key])} vs {_shown(s[key])})")
+        if s.get("params") != first.get("params"):
+            raise UsageError(f"cannot merge {first['label']} and {s['label']}: different "
+                             f"parameters ({first.get('params')} vs {s.get('params')})")
         for key in sorted(set(first["versions"]) | set(s["versions"])):
             a, b = first["versions"].get(key), s["versions"].get(key)
             if a != b:
@@ -514,7 +529,8 @@ def cmd_merge(argv: list[str]) -> int:
                                                "max_ulp", "seed", "samples")},
                       "family": first.get("family"),
                       "shards": [x for s in shards for x in s["shards"]], "parts": parts,
-                      "finished": finished, "coverage": float(cov), "complete": cov == 1})
+                      "finished": finished, "coverage": float(cov), "complete": cov == 1,
+                      **({"params": first["params"]} if first.get("params") else {})})
     doc = {"schema_version": results.SCHEMA_VERSION, "run": run, "records": merged,
            "equivalence": [], "breakdown": [], "comparison": None}
     try:

@@ -26,7 +26,7 @@ CASES = [(s.name, d) for s in SUBJECTS.values() for d in s.dtypes]
 
 
 def _grid(subject: subjects.Subject) -> tuple[np.ndarray, np.ndarray]:
-    points = PROBS if subject.op == "bce" else LOGITS
+    points = PROBS if subject.family_record.input_kind == "probability" else LOGITS
     x, y = np.meshgrid(points, TARGETS, indexing="ij")
     return x.ravel(), y.ravel()
 
@@ -36,8 +36,11 @@ def _softplus(t: np.ndarray) -> np.ndarray:
 
 
 def _expected_loss(subject, x, y, w=1.0, p=1.0) -> np.ndarray:
-    if subject.op == "bce":
-        return -w * (y * np.log(x) + (1 - y) * np.log1p(-x))
+    if subject.family in ("bce", "focal"):
+        bce = -w * (y * np.log(x) + (1 - y) * np.log1p(-x))
+        if subject.family == "focal":  # the default setting: gamma 2, no alpha
+            return (1 - (x * y + (1 - x) * (1 - y))) ** 2 * bce
+        return bce
     bce = w * (p * y * _softplus(-x) + (1 - y) * _softplus(x))
     if subject.family == "focal_with_logits":  # the default setting: gamma 2, no alpha
         sig = 1 / (1 + np.exp(-x))
@@ -46,8 +49,13 @@ def _expected_loss(subject, x, y, w=1.0, p=1.0) -> np.ndarray:
 
 
 def _expected_grad(subject, x, y, w=1.0, p=1.0) -> np.ndarray:
-    if subject.op == "bce":
-        return w * (-y / x + (1 - y) / (1 - x))
+    if subject.family in ("bce", "focal"):
+        grad = w * (-y / x + (1 - y) / (1 - x))
+        if subject.family == "focal":  # d/dq of m**2 bce, m = 1 - p_t, dm/dq = 1 - 2y
+            m = 1 - (x * y + (1 - x) * (1 - y))
+            bce = -(y * np.log(x) + (1 - y) * np.log1p(-x))
+            return 2 * m * (1 - 2 * y) * bce + m**2 * grad
+        return grad
     sig = 1 / (1 + np.exp(-x))
     grad = w * ((1 - y) * sig - p * y * (1 - sig))
     if subject.family == "focal_with_logits":
@@ -92,6 +100,7 @@ def test_registry_names_are_the_design_names():
         "keras.bce",
         "keras.sigmoid_bce",
         "keras.focal_with_logits",
+        "keras.focal",
         "jax.bce_with_logits",
         "jax.focal_with_logits",
         "paddle.bce_with_logits",
@@ -101,8 +110,8 @@ def test_registry_names_are_the_design_names():
     for s in SUBJECTS.values():
         assert s.name == f"{s.framework}.{s.op}" and s.family == s.op
         assert s.module == f"audit.subjects.{s.framework}"
-        if s.family == "focal_with_logits":  # elementwise only: no exact focal reduction
-            assert s.reference_op == "focal_with_logits:gamma=2:alpha=none"
+        if s.family in ("focal_with_logits", "focal"):  # elementwise only: no exact reduction
+            assert s.reference_op == f"{s.family}:gamma=2:alpha=none"
             assert s.reductions == ("none",)
             continue
         assert s.reference_op == ("bce" if s.op == "bce" else "bce_with_logits")
