@@ -16,11 +16,10 @@ import sys
 import numpy as np
 
 from audit import runners, workers
+from audit.cli_params import add_param_options, family_params
 from audit.dtypes import DTYPES, ulp_budget
-from audit.families import LABEL_SMOOTHING
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
-from reference.formats import round_to
 
 COMMANDS = ("subjects", "probe", "sweep", "merge", "table", "bench", "compare",
             "draft-contracts", "rebuild")
@@ -72,11 +71,7 @@ def _probe_parser() -> argparse.ArgumentParser:
     p.add_argument("--reduction", default="none", choices=("none", "mean", "sum",
                                                           "keras_default"))
     p.add_argument("--max-ulp", type=budget_number, default=None)
-    p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
-    p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
-    p.add_argument("--label-smoothing", default=None, metavar="E",
-                   help="subjects that take it: smooth the target to y*(1-E)+E/2 (E in [0, 1], "
-                        "rounded to --dtype)")
+    add_param_options(p)
     return p
 
 
@@ -122,7 +117,7 @@ def cmd_probe(argv: list[str]) -> int:
                                  pos_weight=p != 1.0, reduction=args.reduction)
     if reason is not None:
         raise UsageError(f"{subject.name} cannot run here: {reason}")
-    params = _family_params(subject, args)
+    params = family_params(subject, args)
     observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD, params)
     t = _reference(subject.family_record.reference_op(params), args, xs, ys, w, p)
     hi, lo, expected = _parts(t, args.dtype)
@@ -148,47 +143,6 @@ def cmd_probe(argv: list[str]) -> int:
     }
     print(json.dumps(result))
     return 0
-
-
-def _family_params(subject, args) -> dict | None:
-    """--gamma / --alpha for a parametric family (focal), --label-smoothing for a subject
-    that takes it; a usage error elsewhere."""
-    params = _focal_params(subject, args)
-    raw = getattr(args, "label_smoothing", None)
-    if raw is None:
-        return params
-    if not subject.label_smoothing:
-        raise UsageError(f"{subject.name} takes no --label-smoothing")
-    e = parse_number(raw, "float64")
-    if not 0 <= e <= 1:
-        raise UsageError(f"--label-smoothing must be a number in [0, 1], not {raw!r}")
-    e = round_to(e, args.dtype)  # E as the dtype value it is (DESIGN.md section 10)
-    return {**(params or {}), LABEL_SMOOTHING: e} if e else params
-
-
-def _focal_params(subject, args) -> dict | None:
-    family = subject.family_record
-    given = {k: getattr(args, k) for k in ("gamma", "alpha") if getattr(args, k) is not None}
-    if not family.param_names:
-        if given:
-            raise UsageError(f"{subject.name} takes no {', '.join('--' + k for k in given)} "
-                             f"(family {family.name})")
-        return None
-    params = dict(family.default)
-    if "gamma" in given:
-        gamma = parse_number(given["gamma"], "float64")
-        if not math.isfinite(gamma) or gamma < 0:
-            raise UsageError(f"--gamma must be a finite number >= 0, not {given['gamma']!r}")
-        params["gamma"] = gamma
-    if "alpha" in given:
-        if given["alpha"].strip().lower() == "none":
-            params["alpha"] = None
-        else:
-            alpha = parse_number(given["alpha"], "float64")
-            if not 0 <= alpha <= 1:
-                raise UsageError(f"--alpha must be in [0, 1] or none, not {given['alpha']!r}")
-            params["alpha"] = alpha
-    return params
 
 
 def _observe(subject, args, xs, ys, w, p, pad, params=None):

@@ -277,6 +277,7 @@ class _Snapshots:
 
 def cmd_sweep(argv: list[str]) -> int:
     from audit import runners
+    from audit.cli_params import add_param_options, family_params
     from audit.sweep import JobsFailed, sweep_jobs
 
     p = _Parser(prog="python -m audit sweep")
@@ -295,11 +296,7 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="processes on this machine, one thread each (default 1)")
-    p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
-    p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
-    p.add_argument("--label-smoothing", default=None, metavar="E",
-                   help="subjects that take it: smooth the targets to y*(1-E)+E/2 (E rounded "
-                        "to --dtype); the reference is then certified point by point (slow)")
+    add_param_options(p)
     args = p.parse_args(attach_values(argv, p))
     cores = os.cpu_count() or 1
     _count("--jobs", args.jobs, high=max(4 * cores, 4))
@@ -312,9 +309,7 @@ def cmd_sweep(argv: list[str]) -> int:
         subject = subjects.get(args.subject)
     except KeyError as e:
         raise UsageError(str(e.args[0])) from None
-    from audit.cli import _family_params
-
-    params = _family_params(subject, args)
+    params = family_params(subject, args)
     if args.samples is not None:
         _count("--samples", args.samples)
     _count("--chunk", args.chunk, high=MAX_CHUNK)

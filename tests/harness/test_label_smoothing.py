@@ -1,16 +1,13 @@
 """Label smoothing end to end: which subjects take it, what the framework gets, what the
 reference grades against (the exact y*(1-E)+E/2, E the dtype's value), and that probe,
-sweep, records and repro commands carry it."""
+sweep, records and repro commands carry it. The commands run in process (audit.cli.main,
+one keras worker for the whole file): their process behaviour is tested elsewhere."""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
-import sys
 from fractions import Fraction
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,20 +15,21 @@ import pytest
 import reference
 from audit import subjects
 from audit.checks import Case, point_set, run_case, subject_reference
+from audit.cli import main
 from audit.families import LABEL_SMOOTHING
 from audit.records import build_record
 from reference import smoothing
 from reference.formats import round_to
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 TAKERS = ["keras.bce_with_logits", "keras.bce", "keras.sigmoid_bce",
           "keras.focal_with_logits", "keras.focal"]
 
 
-def _audit(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audit", *argv], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+def _audit(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 def _runnable(name: str, dtype: str = "float32") -> subjects.Subject:
@@ -88,7 +86,7 @@ def test_the_smoothed_check_grades_against_the_exact_smoothed_target(name):
             assert expected[i] == plain[0] or np.isnan(plain[0])
 
 
-def test_records_and_repro_carry_the_smoothing():
+def test_records_and_repro_carry_the_smoothing(capsys):
     s = _runnable("keras.bce_with_logits")
     case = Case(s.name, "smoothed", "float32", "cpu", "none", 0.1)
     out = run_case(s, case, 1.0)
@@ -96,45 +94,45 @@ def test_records_and_repro_carry_the_smoothing():
     assert record["label_smoothing"] == round_to(0.1, "float32")
     assert case.id.endswith("smoothed label_smoothing=0.1")
     argv = shlex.split(record["worst"]["repro"])
-    assert "--label-smoothing" in argv
-    proc = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=ENV, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    probe = json.loads(proc.stdout)
+    assert argv[:4] == ["python", "-m", "audit", "probe"] and "--label-smoothing" in argv
+    rc, out, err = _audit(capsys, *argv[3:])
+    assert rc == 0, err
+    probe = json.loads(out)
     assert probe["observed"] == record["worst"]["observed"]
     assert probe["expected"] == record["worst"]["expected"]
     assert probe["exact"] == record["worst"]["exact"]
 
 
-def test_probe_rounds_e_to_the_dtype_and_refuses_subjects_without_it():
+def test_probe_rounds_e_to_the_dtype_and_refuses_subjects_without_it(capsys):
     _runnable("keras.bce")
-    proc = _audit("probe", "keras.bce", "--dtype", "float16", "--input", "0.25", "--target",
-                  "1", "--label-smoothing", "0.1")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["params"] == {LABEL_SMOOTHING: round_to(0.1, "float16")}
+    rc, out, err = _audit(capsys, "probe", "keras.bce", "--dtype", "float16", "--input", "0.25",
+                          "--target", "1", "--label-smoothing", "0.1")
+    assert rc == 0, err
+    assert json.loads(out)["params"] == {LABEL_SMOOTHING: round_to(0.1, "float16")}
     for argv, message in (
             (["torch.bce", "--label-smoothing", "0.1"], "error: torch.bce takes no --label-"),
             (["keras.bce", "--label-smoothing", "1.5"], "error: --label-smoothing must be a "),
     ):
-        proc = _audit("probe", argv[0], "--dtype", "float32", "--input", "0.5", "--target", "1",
-                      *argv[1:])
-        assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
+        rc, _, err = _audit(capsys, "probe", argv[0], "--dtype", "float32", "--input", "0.5",
+                            "--target", "1", *argv[1:])
+        assert rc == 2 and err.startswith(message), err
+        assert len(err.strip().splitlines()) == 1
 
 
-def test_sweep_carries_the_smoothing_and_merge_keeps_settings_apart(tmp_path):
+def test_sweep_carries_the_smoothing_and_merge_keeps_settings_apart(tmp_path, capsys):
     _runnable("keras.bce_with_logits", "float16")
     common = ["sweep", "keras.bce_with_logits", "--dtype", "float16", "--samples", "2000",
               "--quiet"]
-    a = _audit(*common, "--label-smoothing", "0.1", "--out", str(tmp_path / "a"))
-    assert a.returncode == 0, a.stderr
+    rc, _, err = _audit(capsys, *common, "--label-smoothing", "0.1", "--out", str(tmp_path / "a"))
+    assert rc == 0, err
     doc = json.loads((tmp_path / "a" / "results.json").read_text())
     e = round_to(0.1, "float16")
     assert doc["run"]["sweep"]["params"] == {LABEL_SMOOTHING: e}
     for r in doc["records"]:
         assert r["test_id"].endswith(f"label_smoothing={e!r}")
         assert "--label-smoothing" in shlex.split(r["worst"]["repro"])
-    b = _audit(*common, "--out", str(tmp_path / "b"))
-    assert b.returncode == 0, b.stderr
-    m = _audit("merge", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b"))
-    assert m.returncode == 2 and "different parameters" in m.stderr, m.stderr
+    rc, _, err = _audit(capsys, *common, "--out", str(tmp_path / "b"))
+    assert rc == 0, err
+    rc, _, err = _audit(capsys, "merge", str(tmp_path / "m"), str(tmp_path / "a"),
+                        str(tmp_path / "b"))
+    assert rc == 2 and "different parameters" in err, err
