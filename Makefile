@@ -14,9 +14,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The stability audit: every subject x dtype x device x check; writes reports/latest/.
+# The stability audit: every subject x dtype x device x execution x check; writes
+# reports/latest/.
 audit: $(STAMP)
-	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --hypothesis-profile=ci $(ARGS)
+	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --hypothesis-profile=ci \
+		--executions eager,compiled,autocast_bfloat16,autocast_float16 $(ARGS)
 
 # Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
 test: $(STAMP)

@@ -13,6 +13,7 @@ import numpy as np
 import reference
 from audit import regions, workers
 from audit.batch import Batch
+from audit.dtypes import DTYPES, ulp_budget
 from audit.families import LABEL_SMOOTHING, param_groups
 from audit.grading import Graded, grade
 from audit.subjects import Subject
@@ -30,8 +31,18 @@ CHECKS: dict[str, tuple[str, bool]] = {
     # subjects that take label smoothing: the grid with targets smoothed by E (Case)
     "smoothed": ("loss", False),
     "smoothed_grads": ("grad", False),
+    # DESIGN.md section 10: inputs outside the family's domain (targets outside [0, 1],
+    # probabilities outside [0, 1], negative and NaN weights), graded against the exact
+    # formula; a framework that rejects them gets `error` with its message
+    "validation": ("loss", True),
 }
+INVALID_TARGETS = (-0.5, 1.5, math.inf, -math.inf, math.nan)
+INVALID_PROBABILITIES = (-0.5, 1.5, math.inf, -math.inf, math.nan)
+INVALID_WEIGHTS = (-1.0, math.nan)
 SMOOTHED_CHECKS = ("smoothed", "smoothed_grads")
+# compiled and autocast executions run these, in these dtypes (all under the audit profile)
+EXECUTION_CHECKS = ("values", "grads", "validation")
+EXECUTION_DTYPES = ("float32", "bfloat16")
 PAD = 64  # batches are padded to a multiple of this so every point takes the vector path
 REDUCED_BATCHES = 96
 REDUCED_SIZE = 7
@@ -48,6 +59,7 @@ class Case:
     device: str
     reduction: str = "none"
     label_smoothing: float = 0.0  # E of the smoothed checks, as given (rounded per dtype)
+    execution: str = "eager"  # runners.EXECUTIONS
 
     @property
     def quantity(self) -> str:
@@ -57,7 +69,8 @@ class Case:
     def id(self) -> str:
         red = "" if self.reduction == "none" else f" reduction={self.reduction}"
         ls = f" label_smoothing={self.label_smoothing:g}" if self.label_smoothing else ""
-        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}{ls}"
+        ex = "" if self.execution == "eager" else f" execution={self.execution}"
+        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}{ls}{ex}"
 
 
 @dataclass
@@ -75,6 +88,7 @@ class Outcome:
     op: str = "bce_with_logits"
     crashes: frozenset[int] = frozenset()
     members: tuple[np.ndarray, np.ndarray] | None = None  # reductions: each batch's points
+    dtype: str = ""  # the dtype graded in (autocast: what the framework returned)
 
 
 def point_set(subject: Subject, check: str, dtype: str, label_smoothing: float = 0.0
@@ -90,6 +104,8 @@ def point_set(subject: Subject, check: str, dtype: str, label_smoothing: float =
     family = subject.family_record
     inputs = family.grid(dtype)[:: family.input_stride]
     soft = regions.soft_targets(dtype)
+    if check == "validation":
+        return validation_points(subject, dtype), "grid"
     if check in SMOOTHED_CHECKS:
         inputs = np.union1d(inputs[:: max(1, 2 * inputs.size // 400)],
                             family.special_inputs(dtype))
@@ -125,6 +141,57 @@ def point_set(subject: Subject, check: str, dtype: str, label_smoothing: float =
     else:
         x, y = regions.cross(inputs, np.concatenate([regions.hard_targets(), soft]))
     return Batch(x, y, np.ones_like(x), np.ones_like(x)), mode
+
+
+def validation_points(subject: Subject, dtype: str) -> Batch:
+    """Invalid targets on ordinary inputs; for probability families, invalid probabilities
+    with hard targets; negative and NaN weights / pos_weights where the subject takes
+    them. `extra["kind"]` says which (0 target, 1 probability, 2 weight, 3 pos_weight)."""
+    family = subject.family_record
+    prob = family.input_kind == "probability"
+    ordinary = np.array([0.25, 0.5, 0.875] if prob else [-20.0, -2.0, 0.0, 2.0, 20.0])
+    rows = [(*regions.cross(ordinary, np.array(INVALID_TARGETS)), 1.0, 1.0, 0)]
+    if prob:
+        rows.append((*regions.cross(np.array(INVALID_PROBABILITIES), np.array([0.0, 1.0])),
+                     1.0, 1.0, 1))
+    some = ordinary[1:3]
+    for flag, kind in ((subject.weight, 2), (subject.pos_weight and family.weights, 3)):
+        if flag:
+            x, y, w = regions.cross(some, np.array([0.0, 1.0]), np.array(INVALID_WEIGHTS))
+            rows.append((x, y, w, 1.0, kind) if kind == 2 else (x, y, 1.0, w, kind))
+    cols = [np.concatenate([np.broadcast_to(np.asarray(r[i], dtype=np.float64), r[0].shape)
+                            for r in rows]) for i in range(5)]
+    x, y, w, p, kind = (np.array([round_to(v, dtype) for v in c]) if i < 4 else c
+                        for i, c in enumerate(cols))
+    return Batch(x, y, w, p, {"kind": kind})
+
+
+VALIDATION_KINDS = ("target", "probability", "weight", "pos_weight")
+_UNDEFINED_OUTSIDE = ("focal_with_logits", "focal")
+
+
+def validation_reason(subject: Subject) -> str | None:
+    """Why a subject has no validation check (its formula has no value off the domain)."""
+    if subject.family in _UNDEFINED_OUTSIDE:
+        return (f"{subject.family} has no value outside 0 <= y <= 1 (1 - p_t can be "
+                "negative, raised to a real power): nothing exact to grade against")
+    return None
+
+
+def mismatched_shapes(subject: Subject, case: Case) -> str:
+    """What the framework does with an input of PAD values and a target of PAD - 1:
+    'rejected: <its error>' or 'accepted: <what it returned>'."""
+    x = np.full(PAD, subject.family_record.centre)
+    y = np.zeros(PAD - 1)
+    try:
+        out, _ = workers.evaluate(subject.name, subject.framework, case.dtype, case.device,
+                                  [x, y, None, None], "none", False, "contiguous", None,
+                                  case.execution)
+    except workers.WorkerUnavailable:
+        raise
+    except Exception as e:
+        return f"rejected: {error_text(e)}"
+    return f"accepted: {np.size(out)} values"
 
 
 def padded(a: np.ndarray) -> np.ndarray:
@@ -174,7 +241,7 @@ def _run_group(subject: Subject, case: Case, pts: Batch, reduction: str,
               "pos_weight": padded(b.pos_weight) if use_p else None}
         out = subject.evaluate(case.dtype, case.device, padded(b.input), padded(b.target),
                                reduction=reduction, grad=case.quantity == "grad",
-                               params=params, **kw)
+                               params=params, execution=case.execution, **kw)
         return np.asarray(out, dtype=np.float64)[: len(b)]
 
     try:  # the whole batch in one call: no index copies on the common path
@@ -253,17 +320,34 @@ def grade_observed(observed: np.ndarray, errors: dict[int, str], crashes: frozen
     return graded
 
 
+def computed_dtype(subject: Subject, case: Case) -> str:
+    """The dtype the framework returns for the case (autocast decides it; otherwise the
+    case's own), from one small call on the family's centre."""
+    if not case.execution.startswith("autocast_"):
+        return case.dtype
+    returned: list[str] = []
+    centre = np.full(PAD, subject.family_record.centre)
+    subject.evaluate(case.dtype, case.device, centre, np.ones(PAD), execution=case.execution,
+                     returned=returned)
+    return returned[0] if returned[0] in DTYPES else case.dtype
+
+
 def run_case(subject: Subject, case: Case, budget: float) -> Outcome:
-    """Evaluate and grade one elementwise case (reduction "none")."""
+    """Evaluate and grade one elementwise case (reduction "none"); under autocast the
+    values are graded in the dtype the framework really returned (Outcome.dtype)."""
     pts, mode = point_set(subject, case.check, case.dtype, case.label_smoothing)
     observed, errors, crashes = run_framework(subject, case, pts)
-    expected, parts = subject_reference(subject, case.dtype, pts, case.quantity == "grad")
-    graded = grade_observed(observed, errors, crashes, expected, parts, case.dtype, budget)
+    dtype = computed_dtype(subject, case)
+    if dtype != case.dtype:
+        budget = ulp_budget(dtype)
+    expected, parts = subject_reference(subject, dtype, pts, case.quantity == "grad")
+    graded = grade_observed(observed, errors, crashes, expected, parts, dtype, budget)
     op = subject.reference_op
     if LABEL_SMOOTHING in pts.extra:  # the smoothed op of the family's default setting
         op = subject.family_record.reference_op(
             {LABEL_SMOOTHING: float(pts.extra[LABEL_SMOOTHING][0])})
-    return Outcome(case, pts, observed, expected, parts, graded, errors, mode, op, crashes)
+    return Outcome(case, pts, observed, expected, parts, graded, errors, mode, op, crashes,
+                   dtype=dtype)
 
 
 def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:
@@ -281,7 +365,7 @@ def run_reduced_case(subject: Subject, case: Case, budget: float) -> Outcome:
     for b, idx in enumerate(picks):
         try:
             out = subject.evaluate(case.dtype, case.device, pts.input[idx], pts.target[idx],
-                                   reduction=case.reduction)
+                                   reduction=case.reduction, execution=case.execution)
             observed[b] = float(np.asarray(out))
         except workers.WorkerUnavailable:
             raise

@@ -114,21 +114,26 @@ def cmd_probe(argv: list[str]) -> int:
         raise UsageError("--input and --target lists must have the same length")
     ys = np.broadcast_to(ys, xs.shape).copy()
     reason = subject.skip_reason(args.dtype, args.device, weight=w != 1.0,
-                                 pos_weight=p != 1.0, reduction=args.reduction)
+                                 pos_weight=p != 1.0, reduction=args.reduction,
+                                 execution=args.execution)
     if reason is not None:
         raise UsageError(f"{subject.name} cannot run here: {reason}")
     params = family_params(subject, args)
-    observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD, params)
+    returned: list[str] = []
+    observed, error, crashed = _observe(subject, args, xs, ys, w, p, PAD, params, returned)
+    # autocast: graded in the dtype the framework really returned
+    dtype = returned[0] if returned and returned[0] in DTYPES else args.dtype
     t = _reference(subject.family_record.reference_op(params), args, xs, ys, w, p)
-    hi, lo, expected = _parts(t, args.dtype)
-    budget = args.max_ulp if args.max_ulp is not None else ulp_budget(args.dtype)
+    hi, lo, expected = _parts(t, dtype)
+    budget = args.max_ulp if args.max_ulp is not None else ulp_budget(dtype)
     g = grade(None if error else np.array([observed]), np.array([expected]), np.array([hi]),
-              np.array([lo]), args.dtype, budget)
+              np.array([lo]), dtype, budget)
     if crashed:
         g.set_error(0, crash=True)
     result = {
         "subject": subject.name, "family": subject.family, "dtype": args.dtype,
-        "device": args.device,
+        "device": args.device, "execution": args.execution,
+        **({"computed_dtype": dtype} if dtype != args.dtype else {}),
         "quantity": "grad" if args.grad else "loss", "reduction": args.reduction,
         "input": to_json_value(float(xs[0])) if xs.size == 1 else [to_json_value(v) for v in xs],
         "target": to_json_value(float(ys[0])) if ys.size == 1 else [to_json_value(v) for v in ys],
@@ -145,7 +150,7 @@ def cmd_probe(argv: list[str]) -> int:
     return 0
 
 
-def _observe(subject, args, xs, ys, w, p, pad, params=None):
+def _observe(subject, args, xs, ys, w, p, pad, params=None, returned=None):
     """Observed value; the point is repeated to a full vector batch like the audit's."""
     kw = {"weight": None if w == 1.0 else np.full(xs.size if args.reduction != "none" else pad, w),
           "pos_weight": None if p == 1.0 else np.full(
@@ -155,10 +160,12 @@ def _observe(subject, args, xs, ys, w, p, pad, params=None):
     try:
         if args.reduction == "none":
             out = subject.evaluate(args.dtype, args.device, np.repeat(xs, pad),
-                                   np.repeat(ys, pad), grad=args.grad, params=params, **kw)
+                                   np.repeat(ys, pad), grad=args.grad, params=params,
+                                   execution=args.execution, returned=returned, **kw)
             return float(np.asarray(out)[0]), None, False
         out = subject.evaluate(args.dtype, args.device, xs, ys, reduction=args.reduction,
-                               params=params, **kw)
+                               params=params, execution=args.execution, returned=returned,
+                               **kw)
         return float(np.asarray(out)), None, False
     except workers.WorkerUnavailable as e:
         raise UsageError(f"{subject.name} cannot run here: {e}") from None

@@ -10,11 +10,14 @@ import math
 from typing import Any
 
 from audit.families import LABEL_SMOOTHING
+from audit.runners import EXECUTIONS
 from reference.cli import UsageError, parse_number
 from reference.formats import round_to
 
 
 def add_param_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--execution", default="eager", choices=EXECUTIONS,
+                   help="how the framework runs the call (default eager)")
     p.add_argument("--gamma", default=None, help="focal families: gamma (default 2)")
     p.add_argument("--alpha", default=None, help="focal families: alpha, or none (default)")
     p.add_argument("--label-smoothing", default=None, metavar="E",

@@ -17,6 +17,7 @@ thresholds of audit.regions, `max` (largest finite) and `tiny` (smallest subnorm
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import tomllib
@@ -65,9 +66,16 @@ def files() -> list[Path]:
 
 def _parse(path: Path) -> dict:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        stat = path.stat()
+        return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ContractsError(f"{path}: cannot read contracts: {e}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: str, mtime_ns: int, size: int) -> dict:
+    """A file's TOML, parsed once per version of it (cases ask for contracts often)."""
+    return tomllib.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _entries(kind: str, paths: Iterable[Path] | None = None) -> list[dict]:
@@ -85,17 +93,22 @@ class Contract:
     reason: str
     devices: tuple[str, ...] = ("*",)
     reductions: tuple[str, ...] = ("*",)
+    # eager, compiled, autocast_* (globs). Measured in eager, a contract also holds under
+    # autocast (on the CPU the losses stay in float32: the same kernels) and under an
+    # execution declared [[identical]] to eager (audit.plugin.Audit.applicable)
+    executions: tuple[str, ...] = ("eager", "autocast_*")
     link: str | None = None
     max_ulp: float | None = None  # for "inaccurate": the declared worst error
     _tree: ast.Expression = field(default=None, repr=False, compare=False)  # type: ignore
 
-    def applies(self, subject: str, check: str, dtype: str, device: str, reduction: str
-                ) -> bool:
+    def applies(self, subject: str, check: str, dtype: str, device: str, reduction: str,
+                execution: str = "eager") -> bool:
         def any_match(value: str, patterns: Iterable[str]) -> bool:
             return any(fnmatch(value, p) for p in patterns)
         return (any_match(subject, self.subjects) and any_match(check, self.checks)
                 and any_match(dtype, self.dtypes) and any_match(device, self.devices)
-                and any_match(reduction, self.reductions))
+                and any_match(reduction, self.reductions)
+                and any_match(execution, self.executions))
 
     def contains(self, points: Batch | dict[str, np.ndarray], dtype: str) -> np.ndarray:
         """Boolean mask of the points inside the region."""
@@ -208,6 +221,7 @@ def _contract(entry: dict, seen: set[str]) -> Contract:
                  region=entry["region"], reason=entry["reason"],
                  devices=_tuple(entry.get("devices", "*")),
                  reductions=_tuple(entry.get("reductions", "*")),
+                 executions=_tuple(entry.get("executions", ["eager", "autocast_*"])),
                  link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
     c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
                "float32")  # validates the expression now, not mid-run
@@ -253,5 +267,15 @@ def load_breakdowns(paths: Iterable[Path] | None = None) -> list[dict]:
 
 
 def load_identical(paths: Iterable[Path] | None = None) -> list[dict]:
-    """Declared [[identical]] subject pairs: the same kernel underneath, bit for bit."""
+    """Declared [[identical]] subject pairs: the same kernel underneath, bit for bit; an
+    entry with `executions` = ["eager", E] declares one subject's E identical to eager."""
     return _entries("identical", paths)
+
+
+def identical_execution(subject: str, execution: str, dtype: str, device: str,
+                        quantity: str, paths: Iterable[Path] | None = None) -> bool:
+    """Is `execution` of `subject` declared bit-identical to eager there?"""
+    return any(i.get("executions") == ["eager", execution] and i["subjects"] == [subject]
+               and dtype in i["dtypes"] and device in i.get("devices", ["cpu"])
+               and quantity in i.get("quantities", ["loss", "grad"])
+               for i in load_identical(paths))

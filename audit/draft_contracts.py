@@ -17,10 +17,17 @@ import numpy as np
 
 from audit import subjects
 from audit.batch import Batch
-from audit.checks import CHECKS, SMOOTHED_CHECKS, Case, run_case, run_reduced_case
+from audit.checks import (
+    CHECKS,
+    SMOOTHED_CHECKS,
+    Case,
+    run_case,
+    run_reduced_case,
+    validation_reason,
+)
 from audit.dtypes import DTYPES, ulp_budget
 from audit.families import DEFAULT_SMOOTHING
-from audit.runners import DEVICES
+from audit.runners import DEVICES, EXECUTIONS
 from reference.cli import UsageError
 
 
@@ -146,6 +153,19 @@ def target_classes(points: Batch, mask: np.ndarray) -> str:
     return " or ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
 
 
+# the validation check's kinds of invalid input (audit.checks.validation_points)
+INVALID_REGIONS = ("y < 0 or y > 1 or isnan(y)", "x < 0 or x > 1 or isnan(x)",
+                   "w < 0 or isnan(w)", "p < 0 or isnan(p)")
+
+
+def validation_region(points: Batch, mask: np.ndarray) -> str:
+    """The kinds of invalid input (target, probability, weight, pos_weight) that hold
+    masked points."""
+    kinds = sorted(set(points.extra["kind"][mask].astype(int).tolist()))
+    conds = [INVALID_REGIONS[k] for k in kinds]
+    return " or ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
+
+
 def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -157,9 +177,12 @@ def draft(cases: list[Case]) -> str:
         weighted = case.check.startswith("weighted")
         if weighted and not (subject.weight or subject.pos_weight):
             continue
+        if case.check == "validation" and validation_reason(subject) is not None:
+            continue
         if subject.skip_reason(case.dtype, case.device, reduction=case.reduction,
                                weight=weighted and subject.weight,
-                               pos_weight=weighted and subject.pos_weight):
+                               pos_weight=weighted and subject.pos_weight,
+                               execution=case.execution):
             continue
         run = run_reduced_case if case.check == "reduced" else run_case
         res = run(subject, case, ulp_budget(case.dtype))
@@ -169,6 +192,8 @@ def draft(cases: list[Case]) -> str:
             max_ulp = None
             if case.check == "reduced":
                 reg = "x == x or isnan(x)"
+            elif case.check == "validation":
+                reg = validation_region(res.points, mask)
             elif st == "inaccurate":
                 # scattered by nature: every logit of the target classes where it was seen,
                 # bounded instead by a declared worst error (4x the measured, power of 2)
@@ -180,7 +205,8 @@ def draft(cases: list[Case]) -> str:
                 reg = region(res.points, mask)
             reason, link = reason_for(case.subject, case.quantity, st)
             red = "" if case.reduction == "none" else f" {case.reduction}"
-            cid = f"{case.subject}[{case.dtype}-{case.device}] {case.check}{red} -> {st}"
+            ex = "" if case.execution == "eager" else f" {case.execution}"
+            cid = f"{case.subject}[{case.dtype}-{case.device}] {case.check}{red}{ex} -> {st}"
             lines = [
                 "[[contract]]",
                 f"id = {_toml_str(cid)}",
@@ -189,6 +215,8 @@ def draft(cases: list[Case]) -> str:
                 f"dtypes = [{_toml_str(case.dtype)}]",
                 f"devices = [{_toml_str(case.device)}]",
                 f"reductions = [{_toml_str(case.reduction)}]",
+                *([f"executions = [{_toml_str(case.execution)}]"]
+                  if case.execution != "eager" else []),
                 f"status = [{_toml_str(st)}]",
                 f"region = {_toml_str(reg)}",
                 *([f"max_ulp = {max_ulp!r}"] if max_ulp is not None else []),
@@ -207,6 +235,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--checks", default=",".join(CHECKS))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--execution", default="eager", choices=EXECUTIONS)
     args = p.parse_args(argv)
     if args.device not in DEVICES:
         raise UsageError(f"--device: unknown device {args.device!r}; expected one of "
@@ -237,6 +266,7 @@ def main(argv: list[str]) -> int:
                                           DEFAULT_SMOOTHING))
                     continue
                 reds = [r for r in s.reductions if r != "none"] if check == "reduced" else ["none"]
-                cases += [Case(s.name, check, dtype, args.device, r) for r in reds]
+                cases += [Case(s.name, check, dtype, args.device, r, execution=args.execution)
+                          for r in reds]
     print(draft(cases))
     return 0

@@ -2,6 +2,7 @@
 
 - Pairwise: torch vs tf vs keras on the same inputs: where they differ, by how many
   ulps (ordinal distance between the two observations), and which is closer to truth.
+- Executions: one subject eager vs compiled (or under autocast): the same measures.
 - Breakdown: per framework, dtype and hard target, the smallest |logit| at which
   BCELoss(sigmoid(x)) has lost every bit (relative error >= 1), next to the fused loss.
 """
@@ -14,8 +15,9 @@ import numpy as np
 
 from audit import subjects
 from audit.batch import Batch
-from audit.checks import Case, reference_values, run_framework
+from audit.checks import Case, point_set, reference_values, run_framework, subject_reference
 from audit.grading import grade, ordinal_distances
+from audit.records import _params, repro_command
 from audit.regions import logit_grid, representable
 from audit.results import to_json_value
 
@@ -40,28 +42,62 @@ def pairwise(names: list[str], dtype: str, device: str, pts: Batch, quantity: st
     expected, parts = _exact(dtype, pts, quantity)
     obs = {n: observe(subjects.get(n), dtype, device, pts, quantity) for n in names}
     ulp = {n: grade(obs[n], expected, *parts, dtype, budget).ulp for n in names}
-    entries = []
-    for a, b in itertools.combinations(names, 2):
-        oa, ob = obs[a], obs[b]
-        same = (oa == ob) | (np.isnan(oa) & np.isnan(ob))
-        between = ordinal_distances(oa, ob, dtype)
-        between = np.where(between < 0, np.inf, between)
-        ua, ub = np.nan_to_num(ulp[a], nan=np.inf), np.nan_to_num(ulp[b], nan=np.inf)
-        i = int(np.argmax(np.where(same, -1.0, between)))
-        entries.append({
-            "dtype": dtype, "device": device, "quantity": quantity, "subjects": [a, b],
-            "n": int(oa.size), "n_differ": int((~same).sum()),
-            "max_ulp_between": to_json_value(float(np.max(np.where(same, 0.0, between)))),
-            "a_closer": int((ua < ub).sum()), "b_closer": int((ub < ua).sum()),
-            "ties": int((ua == ub).sum()),
-            "worst": {"input": to_json_value(float(pts.input[i])),
-                      "target": to_json_value(float(pts.target[i])),
-                      "a_observed": to_json_value(float(oa[i])),
-                      "b_observed": to_json_value(float(ob[i])),
-                      "expected": to_json_value(float(expected[i])),
-                      "a_ulp": to_json_value(float(ua[i])), "b_ulp": to_json_value(float(ub[i]))},
-        })
-    return entries
+    return [entry([a, b], obs[a], obs[b], ulp[a], ulp[b], pts, expected, dtype, device,
+                  quantity) for a, b in itertools.combinations(names, 2)]
+
+
+def entry(labels: list[str], oa: np.ndarray, ob: np.ndarray, ulp_a: np.ndarray,
+          ulp_b: np.ndarray, pts: Batch, expected: np.ndarray, dtype: str, device: str,
+          quantity: str) -> dict:
+    """Where two observations of the same points differ, by how many ulps (ordinal
+    distance between them), and which is closer to the truth."""
+    same, between, i = _apart(oa, ob, dtype)
+    ua, ub = np.nan_to_num(ulp_a, nan=np.inf), np.nan_to_num(ulp_b, nan=np.inf)
+    return {
+        "dtype": dtype, "device": device, "quantity": quantity, "subjects": labels,
+        "n": int(oa.size), "n_differ": int((~same).sum()),
+        "max_ulp_between": to_json_value(float(np.max(np.where(same, 0.0, between)))),
+        "a_closer": int((ua < ub).sum()), "b_closer": int((ub < ua).sum()),
+        "ties": int((ua == ub).sum()),
+        "worst": {"input": to_json_value(float(np.ravel(pts.input[i])[0])),
+                  "target": to_json_value(float(pts.target[i])),
+                  "a_observed": to_json_value(float(oa[i])),
+                  "b_observed": to_json_value(float(ob[i])),
+                  "expected": to_json_value(float(expected[i])),
+                  "a_ulp": to_json_value(float(ua[i])), "b_ulp": to_json_value(float(ub[i]))},
+    }
+
+
+def _apart(oa: np.ndarray, ob: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(same mask, ulps between the two observations, index of the widest gap)."""
+    same = (oa == ob) | (np.isnan(oa) & np.isnan(ob))
+    between = ordinal_distances(oa, ob, dtype)
+    between = np.where(between < 0, np.inf, between)
+    return same, between, int(np.argmax(np.where(same, -1.0, between)))
+
+
+def executions(name: str, execution: str, dtype: str, device: str, quantity: str,
+               budget: float) -> dict:
+    """Eager vs `execution` (compiled, autocast) of one subject on its values / grads
+    points: an equivalence entry with `executions` ["eager", execution], and the worst
+    point's two repro commands."""
+    s = subjects.get(name)
+    check = "grads" if quantity == "grad" else "values"
+    pts, _ = point_set(s, check, dtype)
+    eager, _, _ = run_framework(s, Case(name, check, dtype, device), pts)
+    other, _, _ = run_framework(s, Case(name, check, dtype, device, execution=execution), pts)
+    expected, parts = subject_reference(s, dtype, pts, quantity == "grad")
+    ua, ub = (grade(o, expected, *parts, dtype, budget).ulp for o in (eager, other))
+    e = entry([name, name], eager, other, ua, ub, pts, expected, dtype, device, quantity)
+    e["executions"] = ["eager", execution]
+    if e["n_differ"]:
+        i = _apart(eager, other, dtype)[2]
+        params = _params(name, pts, i)
+        e["worst"]["repro"] = [
+            repro_command(name, dtype, device, float(pts.input[i]), float(pts.target[i]),
+                          grad=quantity == "grad", params=params, execution=ex)
+            for ex in ("eager", execution)]
+    return e
 
 
 def breakdown(framework: str, dtype: str, device: str, target: float) -> dict:

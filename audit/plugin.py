@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--subject-module", action="append", default=[], metavar="MODULE",
                 help="import MODULE (a name or a .py path; comma list or repeatable) "
                      "for its @audit.subject losses")
+    g.addoption("--executions", default=None, metavar="E1,E2",
+                help="comma list of eager, compiled, autocast_bfloat16, autocast_float16 "
+                     "(default eager; `make audit` runs all four; compiled and autocast run "
+                     "values, grads and validation, in float32 and bfloat16 unless "
+                     "--hypothesis-profile=audit)")
     g.addoption("--label-smoothing", default=None, metavar="E",
                 help="E of the smoothed checks of subjects that take label smoothing "
                      "(default 0.1; 0 leaves those checks out)")
@@ -155,12 +160,18 @@ def _audit_options(config: pytest.Config) -> dict[str, Any]:
     for d in dtypes:
         if d not in DTYPES:
             raise pytest.UsageError(f"--dtypes: unknown dtype {d!r}; expected {', '.join(DTYPES)}")
+    # eager unless asked: compiling costs seconds per function (make audit asks for all)
+    executions = _csv(config.getoption("--executions")) or ["eager"]
+    for e in executions:
+        if e not in runners.EXECUTIONS:
+            raise pytest.UsageError(f"--executions: unknown execution {e!r}; expected "
+                                    f"{', '.join(runners.EXECUTIONS)}")
     devices = _csv(config.getoption("--devices")) or list(runners.DEVICES)
     for d in devices:
         if d not in runners.DEVICES:
             raise pytest.UsageError(
                 f"--devices: unknown device {d!r}; expected {', '.join(runners.DEVICES)}")
-    return {"subjects": chosen, "dtypes": dtypes, "devices": devices,
+    return {"subjects": chosen, "dtypes": dtypes, "devices": devices, "executions": executions,
             "budgets": parse_budgets(config.getoption("--max-ulp")),
             "contracts": not config.getoption("--no-contracts"),
             "frameworks": subjects_mod.frameworks_of(chosen),
@@ -324,32 +335,44 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 # --------------------------------------------------------------- cases and fixtures
 
 
-def audit_cases(config: pytest.Config, checks: tuple[str, ...]) -> list:
-    """Case per selected subject x dtype x device x check (x reduction), never by hand."""
-    from audit.checks import SMOOTHED_CHECKS, Case
+def audit_cases(config: pytest.Config, checks: tuple[str, ...], executions: bool = False
+                ) -> list:
+    """Case per selected subject x dtype x device x check (x reduction), never by hand;
+    with `executions`, also the compiled / autocast cases of the EXECUTION_CHECKS."""
+    from audit.checks import EXECUTION_CHECKS, EXECUTION_DTYPES, SMOOTHED_CHECKS, Case
 
     opts = config.audit  # type: ignore[attr-defined]
     e = opts["label_smoothing"]
+    deep = _profile_and_seed(config)[0] == "audit"
     cases = []
     for s in opts["subjects"]:
         for dtype in opts["dtypes"]:
             for device in opts["devices"]:
-                for check in checks:
-                    if check in SMOOTHED_CHECKS:  # only where the loss takes it
-                        if s.label_smoothing and e:
-                            cases.append(Case(s.name, check, dtype, device, "none", e))
-                        continue
-                    reds = [r for r in s.reductions if r != "none"] if check == "reduced" \
-                        else ["none"]
-                    cases += [Case(s.name, check, dtype, device, r) for r in reds]
+                if "eager" in opts["executions"]:
+                    for check in checks:
+                        if check in SMOOTHED_CHECKS:  # only where the loss takes it
+                            if s.label_smoothing and e:
+                                cases.append(Case(s.name, check, dtype, device, "none", e))
+                            continue
+                        reds = [r for r in s.reductions if r != "none"] \
+                            if check == "reduced" else ["none"]
+                        cases += [Case(s.name, check, dtype, device, r) for r in reds]
+                if not executions or (not deep and dtype not in EXECUTION_DTYPES):
+                    continue  # compiled / autocast: float32 and bfloat16 by default
+                for execution in opts["executions"]:
+                    if execution != "eager":
+                        cases += [Case(s.name, check, dtype, device, execution=execution)
+                                  for check in checks if check in EXECUTION_CHECKS]
     return cases
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Audit modules (those defining AUDIT_CHECKS) get one test per case."""
+    """Audit modules (those defining AUDIT_CHECKS) get one test per case; those also
+    defining AUDIT_EXECUTIONS = True get the compiled / autocast cases too."""
     checks = getattr(metafunc.module, "AUDIT_CHECKS", None)
     if checks is not None and "case" in metafunc.fixturenames:
-        cases = audit_cases(metafunc.config, tuple(checks))
+        cases = audit_cases(metafunc.config, tuple(checks),
+                            getattr(metafunc.module, "AUDIT_EXECUTIONS", False))
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
@@ -377,8 +400,17 @@ class Audit:
         self.budgets = self.options["budgets"]
 
     def applicable(self, case: Any) -> list:
+        """The contracts of a case; an execution declared bit-identical to eager (and
+        checked so by test_executions) has eager's findings, so eager's contracts."""
+        from audit import contracts
+
+        execution = getattr(case, "execution", "eager")
+        if execution != "eager" and case.check in ("values", "grads") and \
+                contracts.identical_execution(
+                case.subject, execution, case.dtype, case.device, case.quantity):
+            execution = "eager"
         return [c for c in self.contracts if c.applies(
-            case.subject, case.check, case.dtype, case.device, case.reduction)]
+            case.subject, case.check, case.dtype, case.device, case.reduction, execution)]
 
 
 @pytest.fixture(scope="session")

@@ -48,7 +48,8 @@ def numbers_arg(values: Any) -> str:
 def repro_command(subject: str, dtype: str, device: str, x: Any, y: float, w: float = 1.0,
                   p: float = 1.0, grad: bool = False, reduction: str = "none",
                   members: tuple[Any, Any] | None = None,
-                  params: dict[str, float | None] | None = None) -> str:
+                  params: dict[str, float | None] | None = None,
+                  execution: str = "eager") -> str:
     """The one-line `python -m audit probe ...` that shows the same numbers; it names the
     --subject-module a user's subject needs. `x` may be a vector (one point's input)."""
     from audit.subjects import subject_module_of
@@ -71,6 +72,8 @@ def repro_command(subject: str, dtype: str, device: str, x: Any, y: float, w: fl
     for name, value in (params or {}).items():  # a parametric family's setting
         parts += [f"--{name.replace('_', '-')}",
                   "none" if value is None else number_arg(float(value))]
+    if execution != "eager":
+        parts += ["--execution", execution]
     parts += ["--device", device]
     module = subject_module_of(subject)
     if module is not None:
@@ -128,7 +131,7 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         "status": str(g.status[i]), "error": out.errors.get(i),
         "repro": repro_command(case.subject, case.dtype, case.device, x, y, w, p,
                                case.quantity == "grad", case.reduction, members,
-                               _params(case.subject, pts, i)),
+                               _params(case.subject, pts, i), case.execution),
     }
     if members is not None:
         worst["batch_inputs"], worst["batch_targets"] = (",".join(repr(float(v)) for v in m)
@@ -139,10 +142,13 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         contract = by_id.get(verdict.explained_by[i]) or verdict.matched[0]
         contract = contract.as_record()
     correct = (out.observed == out.expected) | (np.isnan(out.observed) & np.isnan(out.expected))
+    extras = _verdict_fields(out)
     return {
         "subject": case.subject, "family": _family(case.subject), "check": case.check,
         "quantity": case.quantity,
         "dtype": case.dtype, "device": case.device, "reduction": case.reduction,
+        "execution": case.execution,
+        **({"computed_dtype": out.dtype} if out.dtype and out.dtype != case.dtype else {}),
         "mode": out.mode, "test_id": test_id, "outcome": outcome,
         "n": int(g.status.size),
         "counts": {str(s): int(c) for s, c in zip(statuses, counts, strict=True)},
@@ -155,7 +161,88 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
         "points": _plot_points(out),
         **({"label_smoothing": float(pts.extra["label_smoothing"][0])}
            if "label_smoothing" in pts.extra else {}),
+        **extras,
+        **({"validation": validation_summary(out)} if case.check == "validation" else {}),
     }
+
+
+def validation_summary(out: Outcome) -> dict:
+    """Per kind of invalid input (target, probability, weight, pos_weight): how many
+    points the framework rejected (its first message), answered NaN, answered with the
+    exact formula's number (within budget), or with another number (and how wrong)."""
+    from audit.checks import VALIDATION_KINDS
+
+    kinds = out.points.extra["kind"].astype(int)
+    status, ulp = out.graded.status.astype(str), out.graded.ulp
+    summary: dict = {}
+    for k, name in enumerate(VALIDATION_KINDS):
+        idx = np.flatnonzero(kinds == k)
+        if not idx.size:
+            continue
+        raised = np.isin(idx, list(out.errors))
+        errors = [out.errors[i] for i in idx if i in out.errors]
+        nan = np.isnan(out.observed[idx]) & ~raised
+        number = ~np.isnan(out.observed[idx]) & ~raised
+        ok = number & (status[idx] == "ok")
+        wrong = number & ~ok
+        off = ulp[idx][wrong]
+        summary[name] = {
+            "n": int(idx.size), "rejected": len(errors), "nan": int(nan.sum()),
+            "ok": int(ok.sum()), "wrong": int(wrong.sum()),
+            "max_ulp": to_json_value(float(np.max(off))) if off.size else None,
+            "message": errors[0] if errors else None,
+            "expected_nan": int(np.isnan(out.expected[idx]).sum())}
+    return summary
+
+
+def nonfinite_mask(pts: Any) -> np.ndarray:
+    """Points with an infinite input (any component), target, weight or pos_weight: the
+    summary keeps them apart so that one NaN at x = inf does not colour a whole cell."""
+    x = pts.input if pts.input.ndim == 1 else np.max(np.abs(pts.input), axis=1)
+    return np.isinf(x) | np.isinf(pts.target) | np.isinf(pts.weight) | np.isinf(pts.pos_weight)
+
+
+def _verdict_fields(out: Outcome) -> dict[str, Any]:
+    """What the report's verdicts need beyond the summary: `inf_counts` (statuses of the
+    points with an infinite input or weight), `stability` (audit.verdicts, from every
+    graded point) and `specials` (the graded family specials, e.g. x = 1e10, hard targets)."""
+    from audit import families, verdicts
+
+    fields: dict[str, Any] = {}
+    if out.members is None:
+        inf = nonfinite_mask(out.points)
+        statuses, counts = np.unique(out.graded.status[inf].astype(str), return_counts=True)
+        fields["inf_counts"] = {str(s): int(c) for s, c in zip(statuses, counts, strict=True)}
+    family = families.get(_family(out.case.subject))
+    stability = verdicts.outcome_stability(out, family)
+    if stability is not None:
+        fields["stability"] = stability
+        fields["specials"] = _specials(out, family)
+    return fields
+
+
+def _specials(out: Outcome, family: Any) -> list[dict[str, Any]]:
+    """The graded points at the family's special inputs with targets 0 and 1 (observed,
+    correctly rounded expected value, exact decimal, ulp, status)."""
+    from audit.verdicts import default_setting
+
+    pts, g = out.points, out.graded
+    keep = (pts.weight == 1) & (pts.pos_weight == 1) & default_setting(
+        family, dict(pts.extra), len(pts))
+    rows = []
+    for x in family.special_inputs(out.case.dtype):
+        for y in (0.0, 1.0):
+            hit = np.flatnonzero(keep & (pts.input == x) & (pts.target == y))
+            if not hit.size:
+                continue
+            i = int(hit[0])
+            rows.append({
+                "input": to_json_value(x), "target": y,
+                "observed": None if i in out.errors else to_json_value(float(out.observed[i])),
+                "expected": to_json_value(float(out.expected[i])),
+                "exact": exact_reference(out.op, x, y, 1.0, 1.0, out.case.quantity == "grad"),
+                "ulp": to_json_value(float(g.ulp[i])), "status": str(g.status[i])})
+    return rows
 
 
 def exact_reference(op: str, x: Any, y: float, w: float, p: float, grad: bool) -> str:

@@ -1,52 +1,55 @@
-"""index.html: a self-contained, readable view of one results.json.
+"""index.html and one page per subject: a self-contained, readable view of one results.json.
 
-The page is built from stored data only (never from terminal text), so it can be
-regenerated for any past run. It makes no network fetch: CSS is inline, plots are inline
-SVG from matplotlib, the only script is an optional inline copy button, and a
-Content-Security-Policy forbids everything else. All run data goes through jinja2's
-autoescaping; only our own matplotlib SVG is marked safe.
+The index answers the user's question first: the verdicts (where each loss is safe, in
+plain words), a stability map per dtype and the questions people ask; then the summary
+matrices, worst cases, equivalence, breakdown, run history and environment. Records and
+their plots live on per-subject pages next to index.html, so the index stays light.
+Built from stored data only (any past run can be re-rendered); no network fetch: CSS is
+inline, plots are PNG data: URIs, the only script is an optional copy button, and a
+Content-Security-Policy forbids everything else. Run data goes through jinja2's
+autoescaping; only our own figure markup is marked safe.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from markupsafe import Markup
+from audit import history, questions
+from audit.dtypes import DTYPES
+from audit.figures import BUDGET, QUANTITIES, STATUS_COLOUR, breakdown_plot, detail_plot
+from audit.results import (
+    SEVERITY,
+    record_status,
+    severity_rank,
+    to_float,
+    with_verdicts,
+    worst_status,
+)
+from audit.stability_map import segments_from_points, stability_map
+from audit.verdict_text import (
+    FAMILY_ORDER,
+    beyond_text,
+    family_of,
+    intersect,
+    interval_short,
+    interval_text,
+    quality,
+    recommendations,
+)
 
-from audit.dtypes import DTYPES, ULP_BUDGET
-from audit.results import SEVERITY, record_status, severity_rank, to_float, worst_status
-
-QUANTITIES = ("loss", "grad")
-BUDGET = {d: float(ULP_BUDGET[d]) for d in DTYPES}
-# Smallest positive subnormal per dtype: the natural linear threshold of the symlog x axis.
-TINY = {"float16": 2.0**-24, "bfloat16": 2.0**-133, "float32": 2.0**-149, "float64": 5e-324}
-STATUS_COLOUR = {
-    "crash": "#1f1f1f",
-    "error": "#5b2a86",
-    "spurious_nan": "#c0392b",
-    "spurious_inf": "#e4572e",
-    "missing_inf": "#f28e2b",
-    "wrong_sign": "#c2185b",
-    "spurious_zero": "#d4a017",
-    "inaccurate": "#f1d54b",
-    "ok": "#59a14f",
-}
-TARGET_SERIES = (("target 0", "#0072B2", "o"), ("target 1", "#D55E00", "s"),
-                 ("soft label", "#009E73", "^"))
-MAX_PLOT_POINTS = 300  # per panel; keeps each inline SVG well under 100 kB
 WORST_LIMIT = 30
 FAILED_OUTCOMES = {"failed", "xpass_strict"}
+ORDER = {d: i for i, d in enumerate(DTYPES)}
+FIRST_SCREEN_DTYPES = ("float16", "float32")  # maps beside the verdict table
 
 
-# ---------------------------------------------------------------- statuses and cells
+# ---------------------------------------------------------------- names and links
 
 
 def anchor(subject: str, dtype: str) -> str:
@@ -56,9 +59,31 @@ def anchor(subject: str, dtype: str) -> str:
     return f"d-{slug}-{digest}"
 
 
-def _skip_reason(
-    skipped: list[dict[str, Any]], subject: str, dtype: str, device: str
-) -> str | None:
+def page_name(subject: str) -> str:
+    """The file of a subject's detail page, next to index.html (any subject name is safe)."""
+    slug = re.sub(r"[^A-Za-z0-9_]+", "-", subject).strip("-")[:60]
+    return f"subject-{slug}-{hashlib.sha1(subject.encode()).hexdigest()[:8]}.html"
+
+
+def detail_href(subject: str, dtype: str) -> str:
+    return f"{page_name(subject)}#{anchor(subject, dtype)}"
+
+
+def _subject_order(families: dict[str, str]) -> Any:
+    """Sort key: fused losses first, then the two-step pipeline, probabilities, focal."""
+    rank = {f: i for i, f in enumerate(FAMILY_ORDER)}
+    return lambda s: (rank.get(families.get(s, ""), len(rank)), s)
+
+
+def _families(doc: dict[str, Any]) -> dict[str, str]:
+    return {r["subject"]: r.get("family") or "" for r in doc.get("records") or []}
+
+
+# ---------------------------------------------------------------- statuses and cells
+
+
+def _skip_reason(skipped: list[dict[str, Any]], subject: str, dtype: str, device: str
+                 ) -> str | None:
     """Reason from run.skipped; a null field there matches anything."""
     for s in skipped:
         if all(s.get(k) in (None, v) for k, v in
@@ -67,71 +92,230 @@ def _skip_reason(
     return None
 
 
-def _cell(records: list[dict[str, Any]], skip: str | None, href: str | None) -> dict[str, Any]:
+def finite_counts(record: dict[str, Any]) -> dict[str, int]:
+    """Status counts of the points with finite inputs and weights (all of them for a
+    record that does not say: older files)."""
+    inf = record.get("inf_counts") or {}
+    return {s: int(c) - int(inf.get(s, 0)) for s, c in (record.get("counts") or {}).items()
+            if int(c) - int(inf.get(s, 0)) > 0}
+
+
+def finite_status(record: dict[str, Any]) -> str:
+    """The worst status among finite inputs (record_status where the split is unknown)."""
+    if "inf_counts" not in record:
+        return record_status(record)
+    return worst_status(finite_counts(record))
+
+
+def _cell(records: list[dict[str, Any]], skip: str | None, href: str | None,
+          safe: str | None) -> dict[str, Any]:
     live = [r for r in records if r.get("outcome") != "skipped"]
     if not live:
         if skip is None and records:
             skip = "skipped"
         return {"status": "skipped" if skip else "none", "known": False, "new": False,
-                "stale": False, "share": "",
-                "label": "skip" if skip else "–", "title": skip or "not run", "href": None,
-                "ulp": None}
-    status = worst_status(record_status(r) for r in live)
+                "stale": False, "share": "", "exact": "", "safe": "",
+                "label": "skip" if skip else "–", "title": skip or "not run", "href": None}
+    status = worst_status(finite_status(r) for r in live)
     failing = [r for r in live if record_status(r) != "ok" or r.get("outcome") == "failed"]
     known = bool(failing) and all(r.get("contract") for r in failing)
     max_ulp = max((to_float(r.get("max_ulp"), 0.0) for r in live), key=_nan_high)
     stale = any(r.get("outcome") == "xpass_strict" for r in live)
     counts: dict[str, int] = defaultdict(int)
     for r in live:
-        for s, c in (r.get("counts") or {}).items():
-            counts[s] += int(c or 0)
-    title = f"{status}{' (known deviation)' if known else ''}; max {fmt_ulp(max_ulp)} ulp; " + \
-        ", ".join(f"{s} {counts[s]}" for s in SEVERITY if counts.get(s))
+        for s, c in finite_counts(r).items():
+            counts[s] += c
     total = sum(counts.values())
-    bad = total - counts.get("ok", 0)
-    share = "" if not total else ("all ok" if not bad else
-                                  f"{100 * bad / total:.2g}% of {total:,} off")
+    n = sum(int(r.get("n") or 0) for r in live)
+    exact = sum(float(r.get("correctly_rounded") or 0) * int(r.get("n") or 0) for r in live)
+    title = f"{status}{' (known deviation)' if known else ''} on finite inputs; max " \
+            f"{fmt_ulp(max_ulp)} ulp; " + ", ".join(f"{s} {counts[s]}" for s in SEVERITY
+                                                    if counts.get(s))
+    share = f"{_pct(counts.get('ok', 0), total)} ok" if total else ""
     return {"status": status, "known": known, "new": bool(failing) and not known,
-            "stale": stale, "label": fmt_ulp(max_ulp), "share": share,
-            "title": title, "href": href, "ulp": max_ulp}
+            "stale": stale, "label": share or fmt_ulp(max_ulp), "share": share,
+            "exact": f"{_pct(exact, n)} exact" if n else "", "safe": safe or "",
+            "title": title, "href": href}
+
+
+def _inf_cell(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The points with an infinite input or weight, kept out of the main cell."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in records:
+        for s, c in (r.get("inf_counts") or {}).items():
+            counts[s] += int(c)
+    total = sum(counts.values())
+    if not total:
+        return None
+    status = worst_status(s for s, c in counts.items() if c)
+    return {"status": status, "label": f"{_pct(counts.get('ok', 0), total)} ok",
+            "title": ", ".join(f"{s} {counts[s]}" for s in SEVERITY if counts.get(s))}
+
+
+def _pct(part: float, whole: float) -> str:
+    """A share that never rounds a failure away: 99.97% shows as '>99.9%', not 100%."""
+    if not whole:
+        return "–"
+    p = 100 * part / whole
+    if p == 100 or p == 0:
+        return f"{p:.0f}%"
+    return ">99.9%" if p > 99.9 else "<0.1%" if p < 0.1 else f"{p:.1f}%"
 
 
 def _nan_high(x: float) -> float:
     return math.inf if math.isnan(x) else x
 
 
-def build_matrices(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One matrix per device and quantity: rows subjects, columns dtypes."""
+def build_matrices(doc: dict[str, Any], safe: dict[tuple, str] | None = None
+                   ) -> list[dict[str, Any]]:
+    """One matrix per device, execution and quantity: rows subjects, columns dtypes; a
+    device or execution with nothing measured is one entry with its reason (`collapsed`)."""
     records = doc.get("records") or []
     run = doc.get("run") or {}
     skipped = run.get("skipped") or []
+    fams = _families(doc)
     subjects = sorted({r["subject"] for r in records} |
-                      {s["subject"] for s in skipped if s.get("subject")})
+                      {s["subject"] for s in skipped if s.get("subject")},
+                      key=_subject_order(fams))
     dtypes = [d for d in DTYPES if any(r["dtype"] == d for r in records)
               or any(s.get("dtype") == d for s in skipped)] or list(DTYPES)
     devices = sorted({r["device"] for r in records} |
                      {s["device"] for s in skipped if s.get("device")} |
                      set(run.get("devices") or {}), key=lambda d: (d != "cpu", d))
-    by_key: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_key: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        by_key[r["subject"], r["dtype"], r["device"], r["quantity"]].append(r)
-    with_details = {(r["subject"], r["dtype"]) for r in records}
+        by_key[r["subject"], r["dtype"], r["device"], r.get("execution", "eager"),
+               r["quantity"]].append(r)
     matrices = []
     for device in devices:
-        for quantity in QUANTITIES:
-            rows = []
-            for subject in subjects:
-                cells = []
-                for dtype in dtypes:
-                    has = (subject, dtype) in with_details
-                    href = "#" + anchor(subject, dtype) if has else None
-                    cell = _cell(by_key[subject, dtype, device, quantity],
-                                 _skip_reason(skipped, subject, dtype, device), href)
-                    cells.append({**cell, "subject": subject, "dtype": dtype})
-                rows.append({"subject": subject, "cells": cells})
-            matrices.append({"device": device, "quantity": quantity, "dtypes": dtypes,
-                             "rows": rows, "device_note": (run.get("devices") or {}).get(device)})
+        note = (run.get("devices") or {}).get(device)
+        here = [r for r in records if r["device"] == device]
+        executions = sorted({r.get("execution", "eager") for r in here} or {"eager"},
+                            key=lambda e: (e != "eager", e))
+        for execution in executions:
+            live = [r for r in here if r.get("execution", "eager") == execution
+                    and r.get("outcome") != "skipped"]
+            if not live:
+                reasons = sorted({str(s.get("reason")) for s in skipped
+                                  if s.get("device") in (None, device)})
+                matrices.append({"device": device, "execution": execution, "collapsed": True,
+                                 "reason": note or "; ".join(reasons) or "nothing measured"})
+                continue
+            for quantity in QUANTITIES:
+                rows = []
+                for subject in subjects:
+                    cells, inf = [], []
+                    for dtype in dtypes:
+                        recs = by_key[subject, dtype, device, execution, quantity]
+                        href = detail_href(subject, dtype) if recs else None
+                        skip = _skip_reason(skipped, subject, dtype, device) \
+                            if execution == "eager" else None
+                        cell = _cell(recs, skip, href, (safe or {}).get(
+                            (subject, dtype, device, execution, quantity)))
+                        cells.append({**cell, "subject": subject, "dtype": dtype})
+                        inf.append(_inf_cell(recs))
+                    if execution == "eager" or any(c["status"] != "none" for c in cells):
+                        rows.append({"subject": subject, "cells": cells,
+                                     "inf": inf if any(inf) else None})
+                matrices.append({"device": device, "execution": execution,
+                                 "quantity": quantity, "dtypes": dtypes, "rows": rows,
+                                 "collapsed": False, "device_note": note})
     return matrices
+
+
+# ---------------------------------------------------------------- verdicts and maps
+
+
+def _row_label(subject: str, device: str, execution: str) -> str:
+    extra = [v for v, plain in ((device, "cpu"), (execution, "eager")) if v != plain]
+    return subject + (f" ({', '.join(extra)})" if extra else "")
+
+
+def verdict_view(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The verdicts table (loss, targets 0 and 1 per dtype: the first device, eager; the
+    other devices and executions in a second one), every verdict in words, the
+    recommendations and the maps; None for a run without verdicts (older files)."""
+    verdicts = doc.get("verdicts") or []
+    if not verdicts:
+        return None
+    fams = _families(doc)
+    dtypes = sorted({v["dtype"] for v in verdicts}, key=lambda d: ORDER.get(d, 9))
+    keys = sorted({(v["subject"], v["device"], v["execution"]) for v in verdicts},
+                  key=lambda k: (_subject_order(fams)(k[0]), k[1] != "cpu", k[1],
+                                 k[2] != "eager", k[2]))
+    first_device = min((k[1] for k in keys), key=lambda d: (d != "cpu", d))
+    main = [k for k in keys if k[1] == first_device and k[2] == "eager"]
+    index = {(v["subject"], v["dtype"], v["device"], v["execution"], v["quantity"],
+              float(v["target"])): v for v in verdicts}
+    every = [{**v, "text": interval_text(v, family_of(v["subject"],
+                                                      fams.get(v["subject"])).variable),
+              "beyond": beyond_text(v, family_of(v["subject"], fams.get(v["subject"])).variable)}
+             for v in verdicts]
+    maps = [{"dtype": d, "figure": stability_map(map_rows(doc, d, main, fams), d)}
+            for d in dtypes]
+    return {"dtypes": dtypes, "device": first_device,
+            "rows": [_verdict_row(k, dtypes, index, fams) for k in main],
+            "other_rows": [_verdict_row(k, dtypes, index, fams) for k in keys if k not in main],
+            "every": every, "recommendations": recommendations(verdicts, fams, dtypes),
+            "maps_first": [m for m in maps if m["dtype"] in FIRST_SCREEN_DTYPES and m["figure"]],
+            "maps_rest": [m for m in maps if m["dtype"] not in FIRST_SCREEN_DTYPES
+                          and m["figure"]]}
+
+
+def _verdict_row(key: tuple[str, str, str], dtypes: list[str], index: dict[tuple, dict],
+                 fams: dict[str, str]) -> dict[str, Any]:
+    subject, device, execution = key
+    family = family_of(subject, fams.get(subject))
+    cells = []
+    for dtype in dtypes:
+        lines = []
+        for t in (0.0, 1.0):
+            v = index.get((subject, dtype, device, execution, "loss", t))
+            if v is not None:
+                words = interval_text(v, family.variable)
+                lines.append({"target": t, "text": interval_short(v),
+                              "quality": quality(v, family),
+                              "estimated": v["basis"] != "exhaustive",
+                              "title": "; ".join([f"safe for {words}", *beyond_text(
+                                  v, family.variable)])})
+        cells.append({"dtype": dtype, "lines": lines,
+                      "href": detail_href(subject, dtype) if lines else None})
+    return {"label": _row_label(subject, device, execution), "subject": subject,
+            "cells": cells}
+
+
+def map_rows(doc: dict[str, Any], dtype: str, keys: list[tuple[str, str, str]],
+             fams: dict[str, str]) -> list[dict[str, Any]]:
+    """The stability map's rows of one dtype: the loss records' status runs per target."""
+    by_key = {}
+    for r in doc.get("records") or []:
+        if r["dtype"] == dtype and r.get("check") == "values" and r.get("stability"):
+            by_key[r["subject"], r["device"], r.get("execution", "eager")] = r
+    rows = []
+    for key in keys:
+        r = by_key.get(key)
+        if r is None:
+            continue
+        strips = []
+        for e in sorted(r["stability"]["targets"], key=lambda e: e["target"]):
+            segs = e.get("segments") or segments_from_points(r.get("points") or [],
+                                                             float(e["target"]))
+            strips.append({"target": float(e["target"]), "segments": segs, "safe": e["safe"]})
+        probability = family_of(key[0], fams.get(key[0])).input_kind == "probability"
+        rows.append({"label": _row_label(*key) + (" (q)" if probability else ""),
+                     "probability": probability, "strips": strips})
+    return rows
+
+
+def safe_texts(doc: dict[str, Any]) -> dict[tuple, str]:
+    """(subject, dtype, device, execution, quantity) -> the safe range, targets 0 and 1
+    together."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for v in doc.get("verdicts") or []:
+        groups[v["subject"], v["dtype"], v["device"], v["execution"], v["quantity"]].append(v)
+    fams = _families(doc)
+    return {k: "safe: " + interval_text(intersect(vs), family_of(k[0], fams.get(k[0])).variable)
+            for k, vs in groups.items()}
 
 
 # ---------------------------------------------------------------- formatting
@@ -174,271 +358,64 @@ def safe_link(url: Any) -> str | None:
     return url if isinstance(url, str) and re.match(r"https?://", url) else None
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _svg(fig: Any, prefix: str) -> Markup:
-    """Figure -> inline SVG: no prolog, no metadata, ids prefixed so figures never clash."""
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": prefix}):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    text = buf.getvalue()
-    text = text[text.index("<svg"):]
-    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
-    text = re.sub(r"<!--.*?-->\s*", "", text, flags=re.S)
-    text = re.sub(r"(\d+\.\d\d)\d+", r"\1", text)  # 1/100 pt is plenty, and halves the size
-    text = re.sub(r'\bid="([^"]+)"', rf'id="{prefix}-\1"', text)
-    text = re.sub(r'(href="#|url\(#)([^")]+)', rf"\1{prefix}-\2", text)
-    text = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg class="plot" \1', text,
-                  count=1)
-    return Markup(text)  # our own matplotlib output, no run data in it
-
-
-PLOT_LIMIT = 1e300  # matplotlib's symlog transform breaks near the float64 extremes
-
-
-def _plottable(x: float) -> float:
-    """Inputs beyond +-1e300 are drawn at +-1e300; tiny float64 subnormals at +-1e-300."""
-    if not math.isfinite(x) or x == 0:
-        return x
-    return math.copysign(min(max(abs(x), 1 / PLOT_LIMIT), PLOT_LIMIT), x)
-
-
-def _points(records: Sequence[dict[str, Any]]) -> list[tuple[float, float, float, str]]:
-    pts = []
-    for r in records:
-        for p in r.get("points") or []:
-            pts.append((_plottable(to_float(p[0])), to_float(p[1]), to_float(p[2], math.inf),
-                        str(p[3])))
-    return pts
-
-
-def downsample(pts: list[Any], limit: int = MAX_PLOT_POINTS) -> list[Any]:
-    """Keep every non-ok point (up to half the budget), fill the rest with an even stride.
-
-    Deterministic, so two reports of the same run are identical.
-    """
-    if len(pts) <= limit:
-        return pts
-    bad = [p for p in pts if p[3] != "ok"]
-    bad = bad[:: max(1, math.ceil(len(bad) / (limit // 2)))]
-    good = [p for p in pts if p[3] == "ok"]
-    room = limit - len(bad)
-    return bad + good[:: max(1, math.ceil(len(good) / max(room, 1)))]
-
-
-def _target_class(y: float) -> int:
-    return 0 if y == 0 else 1 if y == 1 else 2
-
-
-def _ulp_for_plot(u: float, floor: float, cap: float) -> float:
-    return cap if not math.isfinite(u) else max(u, floor)
-
-
-def _decades(lo: float, hi: float, most: int = 6) -> list[float]:
-    """At most ``most`` powers of ten spanning [lo, hi] (both > 0), evenly spaced in decades."""
-    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
-    step = max(1, math.ceil((b - a) / (most - 1)))
-    return [10.0**e for e in range(b, a - 1, -step)][::-1]
-
-
-def _tick_text(v: float, _pos: Any = None) -> str:
-    """Plain tick labels ("1e-40", "-1e10", "0"): no mathtext, so text stays cheap SVG text."""
-    if v == 0:
-        return "0"
-    e = math.log10(abs(v))
-    if abs(e - round(e)) < 1e-9:
-        e = round(e)
-        body = "1" if e == 0 else "10" if e == 1 else f"1e{e}"
-        return ("-" if v < 0 else "") + body
-    return f"{v:.3g}"
-
-
-def _setup_x(ax: Any, xs: list[float], dtype: str) -> str:
-    """Log x for positive-only inputs (probabilities), else symlog over the logit.
-
-    Symlog's linear threshold is the smallest magnitude present (at least the dtype's
-    smallest subnormal), so ±1e10 and ±1e-40 are both visible. Returns the axis label.
-    """
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    mags = [abs(x) for x in xs if x != 0 and math.isfinite(x)] or [1.0]
-    lo = max(TINY.get(dtype, 1e-45), min(mags), 1 / PLOT_LIMIT)
-    hi = min(max(max(mags), 1e-300), PLOT_LIMIT)
-    has_neg, has_pos = any(x < 0 for x in xs), any(x > 0 for x in xs)
-    if has_pos and not has_neg and 0.0 not in xs:
-        ax.set_xscale("log")
-        ticks, label = _decades(min(mags), hi, 8), "input (log scale)"
-    else:
-        ax.set_xscale("symlog", linthresh=lo, linscale=0.4)
-        pos = _decades(lo, hi, 7 if has_neg and has_pos else 9)
-        if len(pos) > 2:
-            pos = pos[1:]  # the decade at the threshold would sit on top of the 0 tick
-        ticks = ([-p for p in pos[::-1]] if has_neg else []) + [0.0] + (pos if has_pos else [])
-        label = "input (symlog: log beyond ±" + _tick_text(lo) + ")"
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(_tick_text))
-    ax.tick_params(axis="x", labelsize=7)
-    ax.grid(True, which="major", alpha=0.25)
-    return label
-
-
-def _setup_ulp_y(ax: Any, floor: float, cap: float) -> None:
-    """Log y for ulp errors with plain labels; the cap line stands for ∞/NaN."""
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
-
-    ax.set_yscale("log")
-    ax.set_ylim(floor / 2, cap * 3)
-    ax.yaxis.set_major_locator(FixedLocator(_decades(floor, cap, 7)))
-    ax.yaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(FuncFormatter(
-        lambda v, _p: "∞" if v >= cap else _tick_text(v)))
-    ax.tick_params(axis="y", labelsize=7)
-
-
-def _ulp_range(ulps: Iterable[float], budget: float) -> tuple[float, float]:
-    """(floor, cap): 0 is drawn at the floor, ∞/NaN at the cap, a decade above the data."""
-    # huge finite errors (3e38 ulp) are clamped so the cap itself stays finite
-    finite = [min(u, 1e290) for u in ulps if math.isfinite(u) and u > 0]
-    return 1e-3, 10.0 ** (math.ceil(math.log10(max([*finite, budget * 10]))) + 1)
-
-
-def detail_plot(records: Sequence[dict[str, Any]], dtype: str, prefix: str) -> Markup | None:
-    """Ulp error (log y) and status (categorical y) against the input, one column per quantity.
-
-    Targets 0, 1 and soft labels are separate series; points with a non-finite input
-    cannot be placed on the axis and are counted in the panel title instead.
-    """
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    quantities = [q for q in QUANTITIES if any(r["quantity"] == q and r.get("points")
-                                                for r in records)]
-    if not quantities:
-        return None
-    fig = Figure(figsize=(5.6 * len(quantities), 4.8))
-    axes = fig.subplots(2, len(quantities), squeeze=False, sharex="col",
-                        gridspec_kw={"height_ratios": [3, 1.6], "hspace": 0.3, "wspace": 0.3})
-    fig.subplots_adjust(left=0.17 / len(quantities), right=0.98, top=0.86, bottom=0.1)
-    budget = BUDGET.get(dtype, 4.0)
-    for col, quantity in enumerate(quantities):
-        allpts = _points([r for r in records if r["quantity"] == quantity])
-        pts = downsample([p for p in allpts if math.isfinite(p[0])])
-        hidden = len(allpts) - sum(math.isfinite(p[0]) for p in allpts)
-        floor, cap = _ulp_range((p[2] for p in pts), budget)
-        shown = [s for s in SEVERITY if s == "ok" or any(p[3] == s for p in pts)]
-        ax_u, ax_s = axes[0][col], axes[1][col]
-        for k, (_label, colour, marker) in enumerate(TARGET_SERIES):
-            sel = [p for p in pts if _target_class(p[1]) == k]
-            if not sel:
-                continue
-            ax_u.plot([p[0] for p in sel], [_ulp_for_plot(p[2], floor, cap) for p in sel],
-                      ls="", marker=marker, ms=3.6, color=colour, mew=0, alpha=0.75)
-            for status in shown:  # one Line2D per colour: compact SVG, one <g> per series
-                xs = [p[0] for p in sel if p[3] == status]
-                if xs:
-                    ax_s.plot(xs, [shown.index(status)] * len(xs), ls="", marker=marker,
-                              ms=4.2, color=STATUS_COLOUR[status], mec="#333", mew=0.3)
-        _setup_ulp_y(ax_u, floor, cap)
-        ax_u.axhline(budget, color="#555", ls="--", lw=0.8)
-        ax_u.axhline(cap, color="#b00", ls=":", lw=0.8)
-        note = f"; {hidden} non-finite inputs not shown" if hidden else ""
-        ax_u.set_title(f"{quantity}: ulp error{note}", fontsize=10)
-        ax_s.set_yticks(range(len(shown)), shown, fontsize=7)
-        ax_s.set_ylim(len(shown) - 0.5, -0.5)
-        ax_s.set_title(f"{quantity}: status per point", fontsize=9)
-        _setup_x(ax_u, [p[0] for p in pts], dtype)
-        ax_s.set_xlabel(_setup_x(ax_s, [p[0] for p in pts], dtype), fontsize=8)
-    handles = [Line2D([], [], ls="", marker=m, color=c, label=lab) for lab, c, m in TARGET_SERIES]
-    handles += [Line2D([], [], color="#555", ls="--", lw=0.8, label=f"budget {budget:g} ulp"),
-                Line2D([], [], color="#b00", ls=":", lw=0.8, label="∞ / NaN (0 ulp drawn at 1e-3)")]
-    fig.legend(handles=handles, loc="upper center", ncol=5, fontsize=8, frameon=False)
-    return _svg(fig, prefix)
-
-
-def breakdown_plot(records: Sequence[dict[str, Any]], entries: Sequence[dict[str, Any]],
-                   framework: str, dtype: str, prefix: str) -> Markup | None:
-    """sigmoid_bce vs bce_with_logits loss error against the logit, breakdown logits marked."""
-    from matplotlib.figure import Figure
-
-    def pts_of(op: str, target: float) -> list[Any]:
-        rs = [r for r in records if r["subject"] == f"{framework}.{op}" and r["dtype"] == dtype
-              and r["quantity"] == "loss"]
-        return downsample([p for p in _points(rs) if p[1] == target and math.isfinite(p[0])],
-                          150)
-
-    series = [(op, t, pts_of(op, t))
-              for op in ("sigmoid_bce", "bce_with_logits") for t in (1.0, 0.0)]
-    if not any(s[2] for s in series):
-        return None
-    fig = Figure(figsize=(6.4, 3.8))
-    ax = fig.subplots()
-    fig.subplots_adjust(left=0.12, right=0.98, top=0.8, bottom=0.13)
-    allp = [p for s in series for p in s[2]]
-    floor, cap = _ulp_range((p[2] for p in allp), BUDGET.get(dtype, 4.0))
-    style = {"sigmoid_bce": ("#D55E00", "o"), "bce_with_logits": ("#0072B2", "s")}
-    for op, t, pts in series:
-        if pts:
-            colour, marker = style[op]
-            ax.plot([p[0] for p in pts], [_ulp_for_plot(p[2], floor, cap) for p in pts],
-                    ls="", marker=marker, ms=3.5, color=colour, mfc=colour if t else "none",
-                    mew=0.8, alpha=0.75, label=f"{op}, target {t:g}")
-    for e in entries:
-        x, t = to_float(e.get("logit")), to_float(e.get("target"))
-        if math.isfinite(x):
-            ax.axvline(x, color="#333", ls="--" if t == 1 else ":", lw=0.9,
-                       label=f"breakdown x = {x:.3g} (target {t:g})")
-    _setup_ulp_y(ax, floor, cap)
-    ax.axhline(BUDGET.get(dtype, 4.0), color="#555", ls="--", lw=0.7)
-    ax.set_xlabel(_setup_x(ax, [p[0] for p in allp], dtype).replace("input", "logit x"),
-                  fontsize=8)
-    ax.set_ylabel("ulp error of the loss", fontsize=9)
-    fig.legend(loc="upper center", ncol=3, fontsize=7, frameon=False)
-    return _svg(fig, prefix)
-
-
 # ---------------------------------------------------------------- sections
 
 
 def details(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One section per subject+dtype: its records, contracts and plots."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    """One page per subject: a section per dtype with its records, contracts and plot."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in doc.get("records") or []:
-        groups[r["subject"], r["dtype"]].append(r)
-    order = {d: i for i, d in enumerate(DTYPES)}
-    out = []
-    for i, ((subject, dtype), recs) in enumerate(
-            sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9)))):
-        recs.sort(key=lambda r: (r["device"], r["quantity"], r["check"], r["reduction"]))
-        status = worst_status(record_status(r) for r in recs)
-        out.append({"subject": subject, "dtype": dtype, "id": anchor(subject, dtype),
-                    "status": status, "records": recs,
-                    "plot": detail_plot(recs, dtype, f"p{i}")})
-    return out
+        groups[r["subject"]][r["dtype"]].append(r)
+    fams = _families(doc)
+    said: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for v in doc.get("verdicts") or []:
+        variable = family_of(v["subject"], fams.get(v["subject"])).variable
+        said[v["subject"], v["dtype"]].append({**v, "text": interval_text(v, variable),
+                                               "beyond": beyond_text(v, variable)})
+    for told in said.values():  # the loss first, the first device and eager first
+        told.sort(key=lambda v: (v["quantity"] != "loss", v["device"] != "cpu",
+                                 v["execution"] != "eager", v["execution"], v["target"]))
+    pages = []
+    for subject in sorted(groups, key=_subject_order(fams)):
+        sections = []
+        for dtype, recs in sorted(groups[subject].items(), key=lambda kv: ORDER.get(kv[0], 9)):
+            recs.sort(key=lambda r: (r["device"], r.get("execution", "eager"), r["quantity"],
+                                     r["check"], r["reduction"]))
+            sections.append({"subject": subject, "dtype": dtype, "id": anchor(subject, dtype),
+                             "status": worst_status(record_status(r) for r in recs),
+                             "records": recs, "verdicts": said[subject, dtype]})
+        pages.append({"subject": subject, "file": page_name(subject), "sections": sections,
+                      "status": worst_status(s["status"] for s in sections)})
+    return pages
 
 
-def worst_cases(doc: dict[str, Any], limit: int = WORST_LIMIT) -> list[dict[str, Any]]:
-    """Records whose worst point is a finding, most severe first, then largest ulp."""
+def worst_cases(doc: dict[str, Any], limit: int = WORST_LIMIT) -> dict[str, list]:
+    """Findings: the worst record of each subject first (most severe, then largest ulp),
+    then the rest, `limit` rows in all."""
     rows = [r for r in doc.get("records") or []
             if r.get("worst") and r["worst"].get("status") not in (None, "ok")]
     rows.sort(key=lambda r: (-severity_rank(r["worst"]["status"]),
                              -_nan_high(to_float(r["worst"].get("ulp"), math.inf)),
                              r["subject"], r["dtype"], r["check"]))
-    return rows[:limit]
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        first.setdefault(r["subject"], r)
+    firsts = list(first.values())[:limit]
+    picked = {id(r) for r in firsts}
+    rest = [r for r in rows if id(r) not in picked][: max(0, limit - len(firsts))]
+    return {"first": firsts, "rest": rest}
 
 
-def breakdown_sections(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per framework+dtype: the plot, one sentence per target, the ±1e10 verdict."""
+def breakdown_sections(doc: dict[str, Any], plots_for: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Per framework+dtype: one sentence per target, the ±1e10 verdict, and for framework
+    `plots_for` the plot (drawn on its two-step subject's page: the index stays light)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in doc.get("breakdown") or []:
         groups[e["framework"], e["dtype"]].append(e)
-    order = {d: i for i, d in enumerate(DTYPES)}
     out = []
-    for i, ((fw, dtype), entries) in enumerate(
-            sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9)))):
+    for (fw, dtype), entries in sorted(groups.items(),
+                                       key=lambda kv: (kv[0][0], ORDER.get(kv[0][1], 9))):
         budget = BUDGET.get(dtype, 4.0)
         rows = []
         for e in sorted(entries, key=lambda e: -to_float(e.get("target"), 0)):
@@ -452,19 +429,23 @@ def breakdown_sections(doc: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({**e, "sentence": sentence, "stable": v <= budget and g <= budget})
         out.append({"framework": fw, "dtype": dtype, "rows": rows, "budget": budget,
                     "stable": all(r["stable"] for r in rows),
-                    "plot": breakdown_plot(doc.get("records") or [], entries, fw, dtype, f"b{i}")})
+                    "page": detail_href(f"{fw}.sigmoid_bce", dtype),
+                    "plot": breakdown_plot(doc.get("records") or [], entries, fw, dtype)
+                    if fw == plots_for else None})
     return out
 
 
 def equivalence_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    order = {d: i for i, d in enumerate(DTYPES)}
     rows = []
     for e in doc.get("equivalence") or []:
         a, b = (e.get("subjects") or ["?", "?"])[:2]
+        if e.get("executions"):  # one subject, two executions
+            a, b = (f"{a} ({x})" for x in e["executions"][:2])
         ac, bc = int(e.get("a_closer", 0)), int(e.get("b_closer", 0))
         closer = a if ac > bc else b if bc > ac else "tie"
         rows.append({**e, "a": a, "b": b, "closer": closer})
-    rows.sort(key=lambda e: (e["quantity"], order.get(e["dtype"], 9), e["device"], e["a"], e["b"]))
+    rows.sort(key=lambda e: (e["quantity"], ORDER.get(e["dtype"], 9), e["device"], e["a"],
+                             e["b"]))
     return rows
 
 
@@ -477,6 +458,16 @@ def skipped_groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"device": d, "reason": r, "what": w} for (d, r), w in sorted(groups.items())]
 
 
+def randomness(run: dict[str, Any]) -> str:
+    """The header's word on Hypothesis' examples: derandomized (ci), a seed, or random."""
+    if run.get("seed") is not None:
+        return f"seed {run['seed']}"
+    derandomized = run.get("derandomized")
+    if derandomized or (derandomized is None and run.get("profile") == "ci"):
+        return "derandomized"
+    return "seed random"
+
+
 # ---------------------------------------------------------------- rendering
 
 
@@ -486,26 +477,61 @@ def _environment() -> Any:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(ulp=fmt_ulp, num=fmt_num, counts=fmt_counts, safe_link=safe_link)
+    env.filters.update(ulp=fmt_ulp, num=fmt_num, counts=fmt_counts, safe_link=safe_link,
+                       short=questions.short_exact)
     return env
 
 
-def render_report(doc: dict[str, Any]) -> str:
-    """The page as a string (used by write_report and by tests)."""
+def _common(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"run": doc.get("run") or {}, "doc": doc, "severity": SEVERITY,
+            "colours": STATUS_COLOUR, "budget": BUDGET, "anchor": anchor,
+            "detail_href": detail_href,
+            "modes": sorted({str(r.get("mode")) for r in doc.get("records") or []}),
+            "randomness": randomness(doc.get("run") or {})}
+
+
+def render_report(doc: dict[str, Any], run_dir: str | os.PathLike[str] | None = None) -> str:
+    """The index page as a string (used by write_report and by tests); `run_dir` (where
+    the run lives) lets it show the trend of the retained runs before it."""
+    doc = with_verdicts(doc)
+    pages = details(doc)
     return _environment().get_template("report.html.j2").render(
-        run=doc.get("run") or {}, doc=doc, matrices=build_matrices(doc), details=details(doc),
-        worst=worst_cases(doc), breakdown=breakdown_sections(doc),
-        equivalence=equivalence_rows(doc), comparison=doc.get("comparison"),
-        skipped=skipped_groups(doc), severity=SEVERITY, colours=STATUS_COLOUR,
-        budget=BUDGET, anchor=anchor)
+        **_common(doc), verdicts=verdict_view(doc),
+        matrices=build_matrices(doc, safe_texts(doc)), pages=pages, worst=worst_cases(doc),
+        breakdown=breakdown_sections(doc), equivalence=equivalence_rows(doc),
+        comparison=doc.get("comparison"), skipped=skipped_groups(doc),
+        answers={"big": questions.sigmoid_at_1e10(doc), "agree": questions.agreement(doc),
+                 "examples": questions.worked_examples(doc)},
+        history=history.history(run_dir, doc))
+
+
+def render_subject(doc: dict[str, Any], page: dict[str, Any]) -> str:
+    """One subject's detail page: its records per dtype with their plots."""
+    framework = page["subject"].split(".")[0]
+    breakdowns = {b["dtype"]: b for b in breakdown_sections(doc, plots_for=framework)
+                  if b["framework"] == framework} \
+        if page["subject"] == f"{framework}.sigmoid_bce" else {}
+    for section in page["sections"]:
+        section["plot"] = detail_plot(section["records"], section["dtype"],
+                                      f"{section['subject']} {section['dtype']}")
+        section["breakdown"] = breakdowns.get(section["dtype"])
+    return _environment().get_template("subject.html.j2").render(**_common(doc), page=page)
 
 
 def write_report(doc: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``run_dir/index.html`` for ``doc`` (atomically) and return its path."""
+    """Write ``run_dir/index.html`` and the subject pages for ``doc`` (each atomically)
+    and return the index's path."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "index.html"
-    tmp = run_dir / f".index.html.{os.getpid()}.tmp"
-    tmp.write_text(render_report(doc), encoding="utf-8")
+    doc = with_verdicts(doc)
+    for page in details(doc):
+        _write(run_dir / page["file"], render_subject(doc, page))
+    return _write(run_dir / "index.html", render_report(doc, run_dir))
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
+

@@ -18,6 +18,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from audit.jsonnum import (  # noqa: F401 -- re-exported: results.to_json_value etc.
+    _NONFINITE,
+    ResultsError,
+    from_json_value,
+    to_float,
+    to_json_value,
+)
+
 SCHEMA_VERSION = 2  # 2: status crash, structured inputs, family
 RESULTS_NAME = "results.json"
 LATEST_NAME = "latest"
@@ -36,11 +44,10 @@ SEVERITY = (
     "inaccurate",
     "ok",
 )
-_NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-class ResultsError(ValueError):
-    """A results file that cannot be read or does not match the schema."""
+
+
 
 
 def severity_rank(status: str | None) -> int:
@@ -65,43 +72,6 @@ def record_status(record: dict[str, Any]) -> str:
     present = [s for s, c in (record.get("counts") or {}).items() if c]
     status = (record.get("worst") or {}).get("status")
     return worst_status([*present, status] if status else present)
-
-
-def to_json_value(x: Any) -> Any:
-    """A number as stored: finite floats stay numbers, non-finite become strings.
-
-    ``None`` and ints pass through so optional fields (``observed`` of an error) survive.
-    """
-    if x is None or isinstance(x, bool | int | str):
-        return x
-    f = float(x)
-    if math.isnan(f):
-        return "nan"
-    if math.isinf(f):
-        return "inf" if f > 0 else "-inf"
-    return f
-
-
-def from_json_value(v: Any) -> Any:
-    """Inverse of :func:`to_json_value`: the strings "inf"/"-inf"/"nan" become floats."""
-    if isinstance(v, str):
-        key = v.strip().lower()
-        if key in _NONFINITE:
-            return _NONFINITE[key]
-        raise ResultsError(f"not a number: {v!r}")
-    if v is None or isinstance(v, bool):
-        return v
-    return float(v) if isinstance(v, float) else v
-
-
-def to_float(v: Any, default: float = math.nan) -> float:
-    """A stored number as a float for sorting and plotting; ``None`` gives ``default``."""
-    if v is None:
-        return default
-    try:
-        return float(from_json_value(v))
-    except (ResultsError, TypeError, ValueError):
-        return default
 
 
 def _reject_constant(name: str) -> Any:
@@ -254,13 +224,26 @@ def _compact_rows(match: re.Match[str]) -> str:
     return re.sub(r"\s+", "", match.group(0)).replace('"points":', '"points": ')
 
 
+def with_verdicts(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with its top-level ``verdicts`` (DESIGN.md section 8) derived from the
+    records' ``stability`` when it has none; unchanged when no record carries one."""
+    if not isinstance(doc, dict) or "verdicts" in doc or not isinstance(doc.get("records"),
+                                                                        list):
+        return doc
+    from audit.verdicts import document_verdicts
+
+    found = document_verdicts(r for r in doc["records"] if isinstance(r, dict))
+    return {**doc, "verdicts": found} if found else doc
+
+
 def write_results(doc: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
-    """Write ``run_dir/results.json`` atomically (a reader never sees half a file)."""
+    """Write ``run_dir/results.json`` atomically (a reader never sees half a file), with
+    its verdicts (:func:`with_verdicts`: every writer of a run gets them)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / RESULTS_NAME
     tmp = run_dir / f".{RESULTS_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(dumps(doc), encoding="utf-8")
+    tmp.write_text(dumps(with_verdicts(doc)), encoding="utf-8")
     os.replace(tmp, target)
     return target
 

@@ -210,12 +210,13 @@ def build_document(run_dir: Path, run_id: str, started: str, status: str | None,
         if key not in seen:
             seen.add(key)
             skipped.append(s)
-    return {
+    return results.with_verdicts({
         "schema_version": results.SCHEMA_VERSION,
         "run": {
             "id": run_id, "started": started,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "status": status or run_status(parts["record"]), "profile": profile,
+            "derandomized": _derandomized(profile),
             "seed": seed, "command": command,
             "versions": versions,
             "platform": {"system": platform.system(), "machine": platform.machine(),
@@ -229,7 +230,21 @@ def build_document(run_dir: Path, run_id: str, started: str, status: str | None,
         "equivalence": parts["equivalence"],
         "breakdown": parts["breakdown"],
         "comparison": None,
-    }
+    })
+
+
+def _derandomized(profile: str | None) -> bool | None:
+    """Whether the run's Hypothesis profile is derandomized (its examples fixed), so the
+    report says so instead of "seed random"; None if the profile is not known here."""
+    if profile is None or "hypothesis" not in sys.modules:
+        return None
+    from hypothesis import settings
+    from hypothesis.errors import InvalidArgument
+
+    try:
+        return bool(settings.get_profile(profile).derandomize)
+    except InvalidArgument:  # a profile not registered in this process
+        return None
 
 
 def finish(run_dir: Path, doc: dict[str, Any], *, latest: bool = False,

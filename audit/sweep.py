@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from audit import families, subjects
+from audit import families, subjects, verdicts
 from audit.batch import Batch
 from audit.checks import Case, grade_observed, reference_values
 from audit.dtypes import numpy_dtype, to_float64
@@ -84,6 +84,15 @@ class Accumulator:
     #                              status, error message or None)
     samples: dict = field(default_factory=dict)  # "bad" / "ok" -> (key, x, y, ulp, code) arrays
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
+    inf_codes: np.ndarray = field(default_factory=lambda: np.zeros(len(STATUSES), np.int64))
+    stability: verdicts.SweepStability | None = None  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        # verdicts are for the family's default setting without label smoothing
+        family = subjects.get(self.case.subject).family_record
+        plain = self.params is None or self.params == dict(family.default)
+        if plain and self.case.check in verdicts.VERDICT_CHECKS:
+            self.stability = verdicts.SweepStability(family)
 
     def add(self, x: np.ndarray, y: np.ndarray, observed: np.ndarray, expected: np.ndarray,
             g, errors: dict[int, str] | None = None) -> None:
@@ -117,6 +126,11 @@ class Accumulator:
         pick = self.rng.integers(0, x.size, 16)
         self._sample("ok", pick[g.code[pick] == OK][:8], x, y, ulp, g.code)
         self._sample("bad", bad, x, y, ulp, g.code)
+        inf = np.isinf(x)
+        if inf.any():
+            self.inf_codes += np.bincount(g.code[inf], minlength=len(STATUSES))
+        if self.stability is not None:
+            self.stability.add(x, y, g.code)
 
     def _sample(self, kind: str, idx: np.ndarray, x: np.ndarray, y: np.ndarray,
                 ulp: np.ndarray, code: np.ndarray) -> None:
@@ -156,12 +170,16 @@ class Accumulator:
                      "ordinal": None if ordinal < 0 else int(ordinal), "status": status,
                      "error": error,
                      "repro": repro_command(c.subject, c.dtype, c.device, x, y,
-                                            grad=c.quantity == "grad", params=self.params)}
+                                            grad=c.quantity == "grad", params=self.params,
+                                            execution=c.execution)}
         bad = sum(v for k, v in self.counts.items() if k != "ok")
+        stability = None if self.stability is None else \
+            self.stability.field(self.n, self.mode, c.dtype)
         return {
             "subject": c.subject, "family": subjects.get(c.subject).family, "check": c.check,
             "quantity": c.quantity, "dtype": c.dtype,
-            "device": c.device, "reduction": "none", "mode": self.mode, "test_id": test_id,
+            "device": c.device, "reduction": "none", "execution": c.execution,
+            "mode": self.mode, "test_id": test_id,
             "outcome": "failed" if bad else "passed", "n": self.n,
             "counts": {k: self.counts[k] for k in STATUSES if k in self.counts},
             "max_ulp": to_json_value(self.max_ulp), "p99_ulp": to_json_value(self.p99()),
@@ -170,6 +188,9 @@ class Accumulator:
             "worst": worst, "contract": None, "points": self.plot,
             "ulp_histogram": {"edges": [to_json_value(float(e)) for e in HIST_EDGES],
                               "counts": self.hist.tolist()},
+            "inf_counts": {k: int(v) for k, v in zip(STATUSES, self.inf_codes.tolist(),
+                                                      strict=True) if v},
+            **({"stability": stability} if stability else {}),
         }
 
 
@@ -215,7 +236,7 @@ def shard_extent(subject_name: str, dtype: str, *, exhaustive: bool, samples: in
 
 def params_label(params: dict[str, float | None] | None) -> str:
     """' gamma=0.5 alpha=none label_smoothing=0.1' for a test id ('' for no parameters)."""
-    return "".join(f" {k}={'none' if v is None else format(v, '.17g')}"
+    return "".join(f" {k}={'none' if v is None else v if isinstance(v, str) else format(v, '.17g')}"
                    for k, v in (params or {}).items())
 
 
@@ -238,7 +259,8 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
           on_snapshot: Callable[[list[dict], list[dict]], None] | None = None,
           snapshot_every: float = SNAPSHOT_EVERY,
           parts: list[dict] | None = None,
-          params: dict[str, float | None] | None = None) -> list[dict]:
+          params: dict[str, float | None] | None = None,
+          execution: str = "eager") -> list[dict]:
     """Grade values and gradients of one subject over every input (or a sample).
 
     on_chunk(done, total) is called after every chunk (parallel progress). should_stop()
@@ -255,7 +277,7 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     params = {**family.default, **(params or {})} or None
     op = family.reference_op(params)
     reason = subject.skip_reason(dtype, device, label_smoothing=bool(
-        params and params.get(LABEL_SMOOTHING)))
+        params and params.get(LABEL_SMOOTHING)), execution=execution)
     if reason is not None:
         raise ValueError(f"{subject_name} cannot run {dtype} on {device}: {reason}")
     if chunk < 1:
@@ -264,7 +286,8 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     fmt = get_format(dtype)
     mode = "exhaustive" if exhaustive else "sampled"
     accs = {q: Accumulator(Case(subject_name, "values" if q == "loss" else "grads", dtype,
-                                device), mode, params) for q in ("loss", "grad")}
+                                device, execution=execution), mode, params)
+            for q in ("loss", "grad")}
     i, n = shard
     lo, total = shard_extent(subject_name, dtype, exhaustive=exhaustive, samples=samples,
                              shard=shard)
@@ -276,8 +299,9 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
         parts.append(part)
 
     def records(done: int) -> list[dict]:
+        extra = params if execution == "eager" else {**(params or {}), "execution": execution}
         return [acc.record(shard_test_id(subject_name, dtype, device, mode,
-                                         f"shard {i + 1}/{n}", q, done, total, params))
+                                         f"shard {i + 1}/{n}", q, done, total, extra))
                 for q, acc in accs.items()]
 
     done = 0
@@ -508,5 +532,17 @@ def merge_records(records: list[dict]) -> list[dict]:
         base["points"] = [p for r in rs for p in r["points"][:share]]
         base["outcome"] = "failed" if any(r["outcome"] == "failed" for r in rs) else "passed"
         base["test_id"] = base["test_id"].split(" shard ")[0] + f" merged {len(rs)} shards"
+        known = subjects.SUBJECTS.get(rs[0]["subject"])  # a user's subject may be unloaded
+        stability = None if known is None else verdicts.merge_stability(
+            rs, known.family_record)
+        base.pop("stability", None)
+        if stability is not None:
+            base["stability"] = stability
+        if all("inf_counts" in r for r in rs):
+            inf: dict[str, int] = {}
+            for r in rs:
+                for k, v in r["inf_counts"].items():
+                    inf[k] = inf.get(k, 0) + v
+            base["inf_counts"] = {k: inf[k] for k in STATUSES if k in inf}
         out.append(base)
     return out

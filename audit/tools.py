@@ -197,7 +197,8 @@ def _coverage(parts: list[dict]) -> Fraction:
 def sweep_info(subject: str, dtype: str, device: str, *, exhaustive: bool,
                targets: list[float], budget: float, seed: int, samples: int,
                shards: list[dict], parts: list[dict],
-               params: dict[str, float | None] | None = None) -> dict:
+               params: dict[str, float | None] | None = None,
+               execution: str = "eager") -> dict:
     """run.sweep: what a sweep's results.json covers. `shards` are the --shard i/n (1-based)
     it was run as; `parts` the pieces actually swept (one per --jobs process:
     {"index", "count", "done", "total"}, inputs drawn, NaN patterns included);
@@ -212,7 +213,8 @@ def sweep_info(subject: str, dtype: str, device: str, *, exhaustive: bool,
             "shards": shards, "parts": parts,
             "finished": all(p["done"] >= p["total"] for p in parts),
             "coverage": float(cov), "complete": cov == 1,
-            **({"params": params} if params else {})}
+            **({"params": params} if params else {}),
+            **({"execution": execution} if execution != "eager" else {})}
 
 
 class _Interrupts:
@@ -321,7 +323,8 @@ def cmd_sweep(argv: list[str]) -> int:
                "--out" if args.out is not None else "the reports folder")
     command = "python -m audit sweep " + " ".join(argv)
     with _Interrupts() as stop:
-        reason = subject.skip_reason(args.dtype, args.device)  # imports
+        reason = subject.skip_reason(args.dtype, args.device,
+                                     execution=args.execution)  # imports
         if reason is not None:
             raise UsageError(f"{args.subject} cannot run {args.dtype} on {args.device}: "
                              f"{reason}")
@@ -332,7 +335,8 @@ def cmd_sweep(argv: list[str]) -> int:
                 "exhaustive": args.exhaustive, "targets": targets, "budget": budget,
                 "seed": args.seed, "samples": args.samples or 0,
                 "shards": [{"index": shard[0] + 1, "count": shard[1]}],
-                **({"params": params} if params else {})}
+                **({"params": params} if params else {}),
+                **({"execution": args.execution} if args.execution != "eager" else {})}
         snapshots = _Snapshots(run_dir, command, started, info)
         parts: list[dict] = []
         failure = None
@@ -342,7 +346,7 @@ def cmd_sweep(argv: list[str]) -> int:
                                  samples=args.samples or 0, shard=shard, chunk=args.chunk,
                                  seed=args.seed, budget=budget, progress=not args.quiet,
                                  should_stop=stop, on_snapshot=snapshots, parts=parts,
-                                 params=params)
+                                 params=params, execution=args.execution)
         except JobsFailed as e:
             records, parts, failure = e.records, e.parts, str(e)
         finished = all(p["done"] >= p["total"] for p in parts)
@@ -422,7 +426,8 @@ def _check_compatible(shards: list[dict]) -> None:
             if s[key] != first[key]:
                 raise UsageError(f"cannot merge {first['label']} and {s['label']}: different "
                                  f"{key} ({_shown(first[key])} vs {_shown(s[key])})")
-        if s.get("params") != first.get("params"):
+        if s.get("params") != first.get("params") or \
+                s.get("execution", "eager") != first.get("execution", "eager"):
             raise UsageError(f"cannot merge {first['label']} and {s['label']}: different "
                              f"parameters ({first.get('params')} vs {s.get('params')})")
         for key in sorted(set(first["versions"]) | set(s["versions"])):
@@ -525,7 +530,9 @@ def cmd_merge(argv: list[str]) -> int:
                       "family": first.get("family"),
                       "shards": [x for s in shards for x in s["shards"]], "parts": parts,
                       "finished": finished, "coverage": float(cov), "complete": cov == 1,
-                      **({"params": first["params"]} if first.get("params") else {})})
+                      **({"params": first["params"]} if first.get("params") else {}),
+                      **({"execution": first["execution"]}
+                         if first.get("execution", "eager") != "eager" else {})})
     doc = {"schema_version": results.SCHEMA_VERSION, "run": run, "records": merged,
            "equivalence": [], "breakdown": [], "comparison": None}
     try:

@@ -186,14 +186,17 @@ class Worker:
 
     def evaluate(self, subject: str, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str, params: dict[str, Any] | None = None) -> np.ndarray:
+                 layout: str, params: dict[str, Any] | None = None,
+                 execution: str = "eager") -> tuple[np.ndarray, str]:
+        """(values, the dtype the framework returned them in)."""
         with self.lock:
             return self._evaluate(subject, dtype, device, arrays, reduction, grad, layout,
-                                  params)
+                                  params, execution)
 
     def _evaluate(self, subject: str, dtype: str, device: str,
                   arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                  layout: str, params: dict[str, Any] | None) -> np.ndarray:
+                  layout: str, params: dict[str, Any] | None,
+                  execution: str) -> tuple[np.ndarray, str]:
         n = arrays[0].size
         n_out = 1 if reduction != "none" and not grad else n
         specs: list[tuple[int, int] | None] = []
@@ -205,11 +208,11 @@ class Worker:
         for a, spec in zip(arrays, specs, strict=True):
             if spec is not None:
                 np.ndarray(a.size, np.float64, shm.buf, spec[0])[:] = a
-        shape = self.request(("evaluate", subject, dtype, device, reduction, grad, layout,
-                              shm.name, specs, offset, params or {}),
-                             f"evaluating {subject} {dtype}")
+        shape, returned = self.request(("evaluate", subject, dtype, device, reduction, grad,
+                                        layout, shm.name, specs, offset, params or {},
+                                        execution), f"evaluating {subject} {dtype}")
         size = int(np.prod(shape))
-        return np.ndarray(size, np.float64, shm.buf, offset).copy().reshape(shape)
+        return np.ndarray(size, np.float64, shm.buf, offset).copy().reshape(shape), returned
 
 
 _WORKERS: dict[str, Worker] = {}
@@ -251,12 +254,14 @@ def start_failure(framework: str) -> str | None:
 
 def evaluate(subject: str, framework: str, dtype: str, device: str,
              arrays: list[np.ndarray | None], reduction: str, grad: bool,
-             layout: str, params: dict[str, Any] | None = None) -> np.ndarray:
-    """Evaluate a registered subject in its framework's worker (see the module doc);
-    `params` (a parametric family's setting, e.g. gamma and alpha) go to its call as
-    keywords."""
+             layout: str, params: dict[str, Any] | None = None,
+             execution: str = "eager") -> tuple[np.ndarray, str]:
+    """Evaluate a registered subject in its framework's worker (see the module doc):
+    (values, the dtype the framework returned). `params` (a parametric family's setting,
+    e.g. gamma and alpha) go to its call as keywords; `execution` (runners.EXECUTIONS)
+    says how the worker runs it (compiled functions are cached there)."""
     return worker(framework).evaluate(subject, dtype, device, arrays, reduction, grad, layout,
-                                      params)
+                                      params, execution)
 
 
 def query(framework: str, what: str, *args: Any) -> Any:
@@ -389,14 +394,19 @@ def _quiet_import(runner: Any) -> None:
 
 
 def _evaluate(runner: Any, subjects: Any, msg: tuple, cache: dict) -> tuple[int, ...]:
-    _, name, dtype, device, reduction, grad, layout, shm_name, specs, out_offset, params = msg
+    (_, name, dtype, device, reduction, grad, layout, shm_name, specs, out_offset, params,
+     execution) = msg
     shm = _attach(shm_name, cache)
     arrays = [None if s is None else np.ndarray(s[1], np.float64, shm.buf, s[0])
               for s in specs]
     subject = subjects.get(name)
     call = functools.partial(subject.call, **params) if params else subject.call
-    out = np.asarray(runner.evaluate(call, dtype, device, arrays, reduction, grad, layout),
-                     dtype=np.float64)
+    # what a compiled function is specialised on (sizes excepted: compilers generalise)
+    key = (name, tuple(sorted(params.items())), dtype, device, reduction, grad, layout,
+           tuple(s is None for s in specs))
+    runner.output_dtype = dtype
+    out = np.asarray(runner.evaluate(call, dtype, device, arrays, reduction, grad, layout,
+                                     execution=execution, key=key), dtype=np.float64)
     np.ndarray(out.size, np.float64, shm.buf, out_offset)[:] = out.reshape(-1)
     del arrays
-    return out.shape
+    return out.shape, runner.output_dtype

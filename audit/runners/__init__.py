@@ -19,11 +19,15 @@ import shutil
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
+# DESIGN.md section 10: how the call runs. eager: as written; compiled: the framework's
+# compiler (torch.compile, XLA, jax.jit, to_static); autocast_*: the framework's automatic
+# mixed precision, graded in the dtype it really returns.
+EXECUTIONS: tuple[str, ...] = ("eager", "compiled", "autocast_bfloat16", "autocast_float16")
 
 # call(x, y, weight, pos_weight, reduction) -> loss tensor (elementwise for "none")
 CallFn = Callable[[Any, Any, Any, Any, str], Any]
@@ -68,10 +72,34 @@ class Runner:
 
     def evaluate(self, call: CallFn, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str) -> np.ndarray:
+                 layout: str, execution: str = "eager", key: Any = None) -> np.ndarray:
         """call(...) on the exact tensors of `arrays` (input, target, weight, pos_weight);
-        float64 out in point order: the loss (0-d when reduced) or d loss / d input."""
+        float64 out in point order: the loss (0-d when reduced) or d loss / d input.
+        `execution` other than eager runs it compiled or under autocast (the runner's
+        `execution_reason` says which it has); `key` identifies the call for the cache of
+        compiled functions (subject, parameters, dtype, device, reduction, grad, layout).
+        The dtype of the framework's result is left in `self.output_dtype`."""
         raise NotImplementedError
+
+    # executions this runner has; the others' reasons (override per framework)
+    execution_reasons: ClassVar[dict[str, str]] = {}
+
+    def execution_reason(self, execution: str, device: str) -> str | None:
+        """None if `execution` runs here, else why not (no framework import: static)."""
+        if execution not in EXECUTIONS:
+            return f"unknown execution {execution!r}; expected one of {', '.join(EXECUTIONS)}"
+        if execution == "eager":
+            return None
+        return self.execution_reasons.get(f"{execution}@{device}",
+                                          self.execution_reasons.get(execution))
+
+    def compiled(self, key: Any, build: Callable[[], Callable[..., Any]]) -> Callable[..., Any]:
+        """The cached compiled function of `key` (built once per worker: compiling costs
+        seconds, calling it microseconds)."""
+        cache = self.__dict__.setdefault("_compiled", {})
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
 
     # -- shared ---------------------------------------------------------------------------
     def missing(self) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,23 +59,37 @@ class JaxRunner(Runner):
         return tuple(np.asarray(jnp.multiply(a, jnp.float32(b)))
                      for a, b in ((sub, 1.0), (sub, 2.0**24), (norm, 0.5)))
 
+    execution_reasons: ClassVar[dict[str, str]] = {
+        "autocast_bfloat16": "jax has no autocast: mixed precision in JAX is explicit casting "
+                             "(e.g. the jmp library's policies)",
+        "autocast_float16": "jax has no autocast: mixed precision in JAX is explicit casting "
+                            "(e.g. the jmp library's policies)",
+    }
+
     def evaluate(self, call: CallFn, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str) -> np.ndarray:
+                 layout: str, execution: str = "eager", key: Any = None) -> np.ndarray:
         jax = self.module
         dev = self._device(device)
         bases = [None if v is None else jax.device_put(layouts.exact_base(v, layout, dtype),
                                                        dev) for v in arrays]
 
-        def loss_of(first: Any) -> Any:
-            views = [None if b is None else _view(b, layout) for b in (first, *bases[1:])]
-            return call(*views, reduction)
+        def run(*given: Any) -> Any:
+            def loss_of(first: Any) -> Any:
+                views = [None if b is None else _view(b, layout) for b in (first, *given[1:])]
+                return call(*views, reduction)
 
-        if not grad:
-            return layouts.result(_dtypes.to_float64(np.asarray(loss_of(bases[0]))), reduction)
-        out, vjp = jax.vjp(loss_of, bases[0])
-        (gradient,) = vjp(jax.numpy.ones_like(out))
-        return layouts.unlayout(_dtypes.to_float64(np.asarray(gradient)), layout)
+            if not grad:
+                return loss_of(given[0])
+            out, vjp = jax.vjp(loss_of, given[0])
+            return vjp(jax.numpy.ones_like(out))[0]
+
+        if execution == "compiled":  # one jit per call and argument pattern (shapes: XLA's)
+            run = self.compiled(key, lambda r=run: jax.jit(r))
+        out = run(*bases)
+        self.output_dtype = str(out.dtype)
+        values = _dtypes.to_float64(np.asarray(out))
+        return layouts.unlayout(values, layout) if grad else layouts.result(values, reduction)
 
 
 def _view(base: Any, layout: str) -> Any:

@@ -58,14 +58,23 @@ class PaddleRunner(Runner):
 
     def evaluate(self, call: CallFn, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str) -> np.ndarray:
+                 layout: str, execution: str = "eager", key: Any = None) -> np.ndarray:
         paddle = self.module
+        if execution == "compiled":  # dygraph-to-static (measured to work on paddle 3.3.1)
+            call = self.compiled(key, lambda c=call: paddle.jit.to_static(c, full_graph=True))
+        elif execution.startswith("autocast_"):
+            amp, plain = execution.removeprefix("autocast_"), call
+
+            def call(*args: Any) -> Any:
+                with paddle.amp.auto_cast(dtype=amp):
+                    return plain(*args)
         bases = [None if v is None else self._to(layouts.exact_base(v, layout, dtype), dtype,
                                                   device) for v in arrays]
         if grad:
             bases[0].stop_gradient = False
         views = [None if b is None else _view(paddle, b, layout) for b in bases]
         loss = call(*views, reduction)
+        self.output_dtype = str(loss.dtype).removeprefix("paddle.")
         if not grad:
             return layouts.result(_numpy(loss), reduction)
         loss.backward(paddle.ones_like(loss) if reduction == "none" else None)

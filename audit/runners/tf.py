@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,10 +64,22 @@ class TFRunner(Runner):
             return tuple(self.multiply(a, b).numpy()
                          for a, b in ((sub, one), (sub, big), (norm, half)))
 
+    execution_reasons: ClassVar[dict[str, str]] = {
+        "autocast_bfloat16": "TensorFlow has no autocast for a loss call: mixed precision is a "
+                             "Keras layer dtype policy (mixed_bfloat16); a loss computes in the "
+                             "dtype of its inputs",
+        "autocast_float16": "TensorFlow has no autocast for a loss call: mixed precision is a "
+                            "Keras layer dtype policy (mixed_float16); a loss computes in the "
+                            "dtype of its inputs",
+    }
+
     def evaluate(self, call: CallFn, dtype: str, device: str,
                  arrays: list[np.ndarray | None], reduction: str, grad: bool,
-                 layout: str) -> np.ndarray:
+                 layout: str, execution: str = "eager", key: Any = None) -> np.ndarray:
         tf = self.tf
+        if execution == "compiled":  # XLA; reduce_retracing: one trace for every length
+            call = self.compiled(key, lambda c=call: tf.function(
+                c, jit_compile=True, reduce_retracing=True))
         with tf.device(_device(device)):
             bases = [None if v is None else tf.constant(layouts.exact_base(v, layout, dtype))
                      for v in arrays]
@@ -77,6 +89,7 @@ class TFRunner(Runner):
                 views = [None if b is None else _view(tf, b, layout) for b in bases]
                 loss = call(*views, reduction)
                 total = tf.reduce_sum(loss) if reduction == "none" else loss
+            self.output_dtype = loss.dtype.name
             if not grad:
                 return layouts.result(_dtypes.to_float64(loss.numpy()), reduction)
             gradient = tape.gradient(total, bases[0])

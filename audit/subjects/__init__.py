@@ -85,7 +85,7 @@ class Subject:
 
     def skip_reason(self, dtype: str, device: str, *, weight: bool = False,
                     pos_weight: bool = False, reduction: str = "none",
-                    label_smoothing: bool = False) -> str | None:
+                    label_smoothing: bool = False, execution: str = "eager") -> str | None:
         """Why this subject cannot run here (framework, device, dtype, argument), or None."""
         if dtype not in self.dtypes:
             return f"{self.name} does not support dtype {dtype} (supports {', '.join(self.dtypes)})"
@@ -104,16 +104,25 @@ class Subject:
             return self.pos_weight_reason
         if label_smoothing and not self.label_smoothing:
             return f"{self.name} takes no label smoothing ({self.api})"
+        if execution != "eager":
+            reason = runners.get(self.framework).execution_reason(execution, device)
+            if reason is None and execution.startswith("autocast_") and dtype != "float32":
+                reason = f"{execution} lowers float32 inputs: graded from float32 only"
+            return reason
         return None
 
     def evaluate(self, dtype: str, device: str, inputs: np.ndarray, targets: np.ndarray, *,
                  weight: np.ndarray | None = None, pos_weight: np.ndarray | None = None,
                  reduction: str = "none", grad: bool = False,
-                 layout: str = "contiguous", params: dict[str, Any] | None = None
+                 layout: str = "contiguous", params: dict[str, Any] | None = None,
+                 execution: str = "eager", returned: list[str] | None = None
                  ) -> np.ndarray:
         """Run the framework once on the whole batch (in its worker); float64 results in
         point order: n elementwise losses, a 0-d reduced loss, or with `grad` the n
         derivatives d(loss)/d(input). Inputs are float64 arrays exact in `dtype`.
+
+        `execution` (runners.EXECUTIONS) runs it compiled or under autocast; the dtype
+        the framework returned is appended to `returned` when given (autocast decides it).
 
         Raises workers.FrameworkError (the framework raised), workers.WorkerCrash (its
         process died or hung) or workers.WorkerUnavailable (it cannot start here)."""
@@ -122,14 +131,17 @@ class Subject:
         smoothing = bool(params and params.get(families.LABEL_SMOOTHING))
         reason = self.skip_reason(dtype, device, weight=weight is not None,
                                   pos_weight=pos_weight is not None, reduction=reduction,
-                                  label_smoothing=smoothing)
+                                  label_smoothing=smoothing, execution=execution)
         if reason is not None:
             raise ValueError(f"{self.name} cannot run {dtype} on {device}: {reason}")
         if params and not smoothing:  # E = 0 is no smoothing: the call never sees it
             params = {k: v for k, v in params.items() if k != families.LABEL_SMOOTHING}
         arrays = layouts.broadcast_1d(inputs, targets, weight, pos_weight)
-        return workers.evaluate(self.name, self.framework, dtype, device, arrays, reduction,
-                                grad, layout, params)
+        values, dtype_out = workers.evaluate(self.name, self.framework, dtype, device, arrays,
+                                             reduction, grad, layout, params, execution)
+        if returned is not None:
+            returned.append(dtype_out)
+        return values
 
 
 def device_reason(framework: str, device: str) -> str | None:

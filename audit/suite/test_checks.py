@@ -9,21 +9,32 @@ import numpy as np
 import pytest
 
 from audit import subjects, workers
-from audit.checks import CHECKS, Case, run_case, run_reduced_case
+from audit.checks import (
+    CHECKS,
+    Case,
+    mismatched_shapes,
+    run_case,
+    run_reduced_case,
+    validation_reason,
+)
 from audit.contracts import judge
 from audit.records import build_record
 
 AUDIT_CHECKS = tuple(CHECKS)
+AUDIT_EXECUTIONS = True  # values and grads compiled / under autocast too
 
 
 def _skip_reason(subject: subjects.Subject, case: Case) -> str | None:
+    if case.check == "validation" and validation_reason(subject) is not None:
+        return validation_reason(subject)
     weighted = case.check.startswith("weighted")
     if weighted and not (subject.weight or subject.pos_weight):
         return f"{subject.name} takes neither weight nor pos_weight: " \
                f"{subject.weight_reason}; {subject.pos_weight_reason}"
     return subject.skip_reason(case.dtype, case.device, reduction=case.reduction,
                                weight=weighted and subject.weight,
-                               pos_weight=weighted and subject.pos_weight)
+                               pos_weight=weighted and subject.pos_weight,
+                               execution=case.execution)
 
 
 def _describe(out, verdict) -> str:
@@ -62,6 +73,8 @@ def test_check(case: Case, audit, request: pytest.FixtureRequest) -> None:
                     ulp=out.graded.ulp)
     outcome = "failed" if not verdict.passed else ("xfailed" if verdict.matched else "passed")
     record = build_record(out, verdict, outcome, request.node.nodeid)
+    if case.check == "validation":
+        record["validation"]["shapes"] = mismatched_shapes(subject, case)
     audit.collector.add(record)
     if not verdict.passed:
         pytest.fail(f"{case.id}: {_describe(out, verdict)}\nworst repro: "
