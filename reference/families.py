@@ -49,6 +49,7 @@ Import order: this module imports the forms (bce_forms.py) and the fast kernels
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -254,29 +255,35 @@ register_family(Family(
 # --------------------------------------------------------------------------- focal loss
 
 
-def _focal_family(name: str) -> Family:
-    """The family of a canonical focal name (focal.parse_op validates it)."""
-    gamma, alpha = focal.parse_op(name)
+def _focal_family(module: Any, input_kind: str, bce: str, p_t: str, tail: str, name: str
+                  ) -> Family:
+    """The family of a canonical focal name (module.parse_op validates it): the focal
+    loss on logits (reference.focal) or on probabilities (reference.focal_prob)."""
+    gamma, alpha = module.parse_op(name)
 
     def value(grad: bool, x: Any, y: Any, weight: Any = 1) -> Tuple:
-        return focal.value(grad, x, y, gamma, alpha, weight)
+        return module.value(grad, x, y, gamma, alpha, weight)
 
     shown = "none" if alpha is None else focal.format_number(alpha)
     return Family(
         name=name,
         arguments=("input", "target", "weight"),
-        input_kind="logit",
+        input_kind=input_kind,
         form=None,
         fast=None,
-        formula=f"w * alpha_t * (1-p_t)**gamma * bce_with_logits(x, y), gamma = "
+        formula=f"w * alpha_t * (1-p_t)**gamma * {bce}, gamma = "
                 f"{focal.format_number(gamma)}, alpha = {shown} (alpha_t = alpha*y + "
-                f"(1-alpha)*(1-y), 1 for none; p_t = sigmoid(x)*y + sigmoid(-x)*(1-y)); "
-                f"grad: d/dx",
+                f"(1-alpha)*(1-y), 1 for none; p_t = {p_t}){tail}",
         value=value,
     )
 
 
-register_parametric(focal.PREFIX, _focal_family)
+register_parametric(focal.PREFIX, functools.partial(
+    _focal_family, focal, "logit", "bce_with_logits(x, y)",
+    "sigmoid(x)*y + sigmoid(-x)*(1-y)", "; grad: d/dx"))
+register_parametric(focal_prob.PREFIX, functools.partial(
+    _focal_family, focal_prob, "probability", "bce(q, y)", "q*y + (1-q)*(1-y)",
+    ", no clamp (NaN outside 0 <= q <= 1); grad: d/dq"))
 
 
 def focal_op(gamma: Any = 2, alpha: Any = None) -> str:
@@ -287,32 +294,6 @@ def focal_op(gamma: Any = 2, alpha: Any = None) -> str:
     name = focal.op_name(gamma, alpha)
     get_family(name)
     return name
-
-
-def _focal_prob_family(name: str) -> Family:
-    """The family of a canonical focal-on-probabilities name (focal_prob.parse_op
-    validates it)."""
-    gamma, alpha = focal_prob.parse_op(name)
-
-    def value(grad: bool, q: Any, y: Any, weight: Any = 1) -> Tuple:
-        return focal_prob.value(grad, q, y, gamma, alpha, weight)
-
-    shown = "none" if alpha is None else focal.format_number(alpha)
-    return Family(
-        name=name,
-        arguments=("input", "target", "weight"),
-        input_kind="probability",
-        form=None,
-        fast=None,
-        formula=f"w * alpha_t * (1-p_t)**gamma * bce(q, y), gamma = "
-                f"{focal.format_number(gamma)}, alpha = {shown} (alpha_t = alpha*y + "
-                f"(1-alpha)*(1-y), 1 for none; p_t = q*y + (1-q)*(1-y)), no clamp (NaN "
-                f"outside 0 <= q <= 1); grad: d/dq",
-        value=value,
-    )
-
-
-register_parametric(focal_prob.PREFIX, _focal_prob_family)
 
 
 def focal_prob_op(gamma: Any = 2, alpha: Any = None) -> str:

@@ -118,27 +118,28 @@ _ONE_I = (ONE, ONE)
 # --------------------------------------------------------------------------- parameters
 
 
-def _number(value: Any, what: str) -> Tuple:
+def _number(value: Any, what: str, prefix: str = PREFIX) -> Tuple:
     try:
         return exact.to_tuple(value)
     except TypeError as e:
-        raise ValueError(f"{PREFIX}: {what} must be a number, got {value!r}") from e
+        raise ValueError(f"{prefix}: {what} must be a number, got {value!r}") from e
 
 
 def _given(value: Any, t: Tuple) -> str:
     return _shown(t) if isinstance(value, tuple) else repr(value)
 
 
-def parameters(gamma: Any, alpha: Any) -> tuple[Tuple, Tuple | None]:
-    """gamma and alpha as exact tuples (alpha None stays None); ValueError off the domain."""
-    g = _number(gamma, "gamma")
+def parameters(gamma: Any, alpha: Any, prefix: str = PREFIX) -> tuple[Tuple, Tuple | None]:
+    """gamma and alpha as exact tuples (alpha None stays None); ValueError off the domain,
+    naming the family `prefix`."""
+    g = _number(gamma, "gamma", prefix)
     if g == NAN or exact.is_inf(g) or exact.sign(g) < 0:
-        raise ValueError(f"{PREFIX}: gamma must be finite and >= 0, got {_given(gamma, g)}")
+        raise ValueError(f"{prefix}: gamma must be finite and >= 0, got {_given(gamma, g)}")
     if alpha is None:
         return g, None
-    al = _number(alpha, "alpha")
+    al = _number(alpha, "alpha", prefix)
     if al == NAN or exact.is_inf(al):
-        raise ValueError(f"{PREFIX}: alpha must be finite (or None), got {_given(alpha, al)}")
+        raise ValueError(f"{prefix}: alpha must be finite (or None), got {_given(alpha, al)}")
     return g, al
 
 
@@ -168,18 +169,20 @@ def parse_number(text: str) -> Tuple:
     return libmp.from_float(float(text))
 
 
-def op_name(gamma: Any = 2, alpha: Any = None) -> str:
-    """The canonical family name for (gamma, alpha), e.g. focal_with_logits:gamma=2:alpha=none."""
-    g, al = parameters(gamma, alpha)
+def op_name(gamma: Any = 2, alpha: Any = None, prefix: str = PREFIX) -> str:
+    """The canonical family name for (gamma, alpha), e.g. focal_with_logits:gamma=2:alpha=none
+    (`prefix`: focal_prob's family shares the spelling)."""
+    g, al = parameters(gamma, alpha, prefix)
     a_text = "none" if al is None else format_number(al)
-    return f"{PREFIX}:gamma={format_number(g)}:alpha={a_text}"
+    return f"{prefix}:gamma={format_number(g)}:alpha={a_text}"
 
 
-def parse_op(name: str) -> tuple[Tuple, Tuple | None]:
+def parse_op(name: str, prefix: str = PREFIX, api: str = "reference.focal_op"
+             ) -> tuple[Tuple, Tuple | None]:
     """(gamma, alpha) of a canonical focal family name; ValueError for anything else."""
     parts = name.split(":")
-    usage = f"{PREFIX}:gamma=G:alpha=A (A a number or none; see reference.focal_op)"
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1].startswith("gamma=") or \
+    usage = f"{prefix}:gamma=G:alpha=A (A a number or none; see {api})"
+    if len(parts) != 3 or parts[0] != prefix or not parts[1].startswith("gamma=") or \
             not parts[2].startswith("alpha="):
         raise ValueError(f"malformed focal op name {name!r}; expected {usage}")
     try:
@@ -188,10 +191,10 @@ def parse_op(name: str) -> tuple[Tuple, Tuple | None]:
         al = None if a_text == "none" else parse_number(a_text)
     except (ValueError, OverflowError):
         raise ValueError(f"malformed focal op name {name!r}; expected {usage}") from None
-    canonical = op_name(g, al)
+    canonical = op_name(g, al, prefix)
     if canonical != name:
         raise ValueError(f"non-canonical focal op name {name!r}; its canonical name is "
-                         f"{canonical!r} (reference.focal_op)")
+                         f"{canonical!r} ({api})")
     return g, al
 
 

@@ -113,7 +113,6 @@ from .focal import (
     _msb,
     _shown,
     format_number,
-    parse_number,
 )
 
 PREFIX = "focal"
@@ -124,37 +123,17 @@ PREFIX = "focal"
 
 def parameters(gamma: Any, alpha: Any) -> tuple[Tuple, Tuple | None]:
     """gamma and alpha as exact tuples (focal.parameters, with this family's prefix)."""
-    try:
-        return focal.parameters(gamma, alpha)
-    except ValueError as e:
-        raise ValueError(PREFIX + str(e).removeprefix(focal.PREFIX)) from None
+    return focal.parameters(gamma, alpha, PREFIX)
 
 
 def op_name(gamma: Any = 2, alpha: Any = None) -> str:
     """The canonical family name for (gamma, alpha), e.g. focal:gamma=2:alpha=none."""
-    g, al = parameters(gamma, alpha)
-    a_text = "none" if al is None else format_number(al)
-    return f"{PREFIX}:gamma={format_number(g)}:alpha={a_text}"
+    return focal.op_name(gamma, alpha, PREFIX)
 
 
 def parse_op(name: str) -> tuple[Tuple, Tuple | None]:
     """(gamma, alpha) of a canonical focal family name; ValueError for anything else."""
-    parts = name.split(":")
-    usage = f"{PREFIX}:gamma=G:alpha=A (A a number or none; see reference.focal_prob_op)"
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1].startswith("gamma=") or \
-            not parts[2].startswith("alpha="):
-        raise ValueError(f"malformed focal op name {name!r}; expected {usage}")
-    try:
-        g = parse_number(parts[1][len("gamma="):])
-        a_text = parts[2][len("alpha="):]
-        al = None if a_text == "none" else parse_number(a_text)
-    except (ValueError, OverflowError):
-        raise ValueError(f"malformed focal op name {name!r}; expected {usage}") from None
-    canonical = op_name(g, al)
-    if canonical != name:
-        raise ValueError(f"non-canonical focal op name {name!r}; its canonical name is "
-                         f"{canonical!r} (reference.focal_prob_op)")
-    return g, al
+    return focal.parse_op(name, PREFIX, "reference.focal_prob_op")
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -93,10 +93,3 @@ def _build(name: str) -> Family:
 
 
 register_parametric(PREFIX, _build)
-
-
-def smoothing_of(name: str) -> float | None:
-    """E of a smoothed op name as a float (None for any other op), for reports."""
-    if not name.startswith(PREFIX + ":"):
-        return None
-    return float(exact.to_fraction(parse_op(name)[0]))

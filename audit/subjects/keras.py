@@ -55,24 +55,19 @@ def _focal_on(from_logits: bool) -> runners.CallFn:
     return call
 
 
-register(Subject(
-    name="keras.focal_with_logits", framework="keras", family="focal_with_logits",
-    api="keras.losses.binary_focal_crossentropy(y, x, from_logits=True, gamma=G, "
-        "apply_class_balancing=alpha is not None, alpha=A)",
-    dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
-    notes="applies sigmoid, then the clipped probability BCE times (1 - p_t)**gamma "
-          "(and alpha_t with apply_class_balancing); " + CLIP_NOTE,
-    call=_focal_on(from_logits=True), weight_reason="audited unweighted (sample_weight is a "
-    "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
-    label_smoothing=True))
+def _focal(name: str, family: str, from_logits: bool, shown: str, notes: str) -> Subject:
+    return register(Subject(
+        name=name, framework="keras", family=family,
+        api=f"keras.losses.binary_focal_crossentropy(y, {shown}from_logits={from_logits}, "
+            "gamma=G, apply_class_balancing=alpha is not None, alpha=A)",
+        dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
+        notes=notes + " (and alpha_t with apply_class_balancing); " + CLIP_NOTE,
+        call=_focal_on(from_logits), weight_reason="audited unweighted (sample_weight is a "
+        "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",),
+        module=__name__, label_smoothing=True))
 
-register(Subject(
-    name="keras.focal", framework="keras", family="focal",
-    api="keras.losses.binary_focal_crossentropy(y, q, gamma=G, "
-        "apply_class_balancing=alpha is not None, alpha=A)",
-    dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
-    notes="the clipped probability BCE times (1 - p_t)**gamma with p_t from the unclipped q "
-          "(and alpha_t with apply_class_balancing); " + CLIP_NOTE,
-    call=_focal_on(from_logits=False), weight_reason="audited unweighted (sample_weight is a "
-    "plain multiplier)", pos_weight_reason=NO_POS_WEIGHT, requires=("keras",), module=__name__,
-    label_smoothing=True))
+
+_focal("keras.focal_with_logits", "focal_with_logits", True, "x, ",
+       "applies sigmoid, then the clipped probability BCE times (1 - p_t)**gamma")
+_focal("keras.focal", "focal", False, "q, ",
+       "the clipped probability BCE times (1 - p_t)**gamma with p_t from the unclipped q")
