@@ -17,13 +17,13 @@ $(STAMP): requirements.txt pyproject.toml
 # The stability audit: every subject x dtype x device x execution x check; writes
 # reports/latest/.
 audit: $(STAMP)
-	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --hypothesis-profile=ci \
+	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --dist worksteal --hypothesis-profile=ci \
 		--executions eager,compiled,autocast_bfloat16,autocast_float16 $(ARGS)
 
 # Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --hypothesis-profile=ci $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m reference bench

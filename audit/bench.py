@@ -96,7 +96,8 @@ def _sweep_16bit_all() -> tuple[float, int]:
     return time.perf_counter() - start, done
 
 
-def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
+def run(points: int, mpmath_points: int, rounds: int, min_time: float,
+        sweeps: str = "all") -> None:
     from audit.sweep import sweep
     from reference import fast, losses, vectorized
     from reference.formats import round_to
@@ -160,11 +161,15 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float) -> None:
         for k, v in rates.items():
             if k.startswith("grading pipeline"):
                 print(f"  torch itself / {k}: {own / v:,.1f}x")
+    if sweeps == "none":
+        return
     vectorized.point.cache_clear()
     start = time.perf_counter()
     sweep("torch.bce_with_logits", "float16", targets=[0.0, 1.0], budget=1.0, progress=False)
     print(f"exhaustive float16 sweep of torch.bce_with_logits (65,536 logits x {{0,1}}, "
           f"values and gradients): {time.perf_counter() - start:.2f} s")
+    if sweeps != "all":
+        return
     wall, count = _sweep_16bit_all()
     print(f"exhaustive float16 + bfloat16 sweeps of every subject with a fast reference "
           f"({count} sweeps, values and gradients, targets {{0,1}}): {wall:.2f} s")

@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 
 DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+ORDER: dict[str, int] = {d: i for i, d in enumerate(DTYPES)}  # sort key, narrowest first
 
 _NUMPY: dict[str, np.dtype] = {
     "float16": np.dtype(np.float16),

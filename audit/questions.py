@@ -12,13 +12,12 @@ from collections import defaultdict
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from audit.dtypes import DTYPES
+from audit.dtypes import ORDER
 from audit.results import to_float
 from audit.verdict_text import fmt_input
 from reference.formats import round_to
 
 BIG = 1e10
-ORDER = {d: i for i, d in enumerate(DTYPES)}
 
 
 def short_exact(text: Any, digits: int = 4) -> str:

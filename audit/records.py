@@ -169,30 +169,52 @@ def build_record(out: Outcome, verdict: Verdict | None, outcome: str, test_id: s
 def validation_summary(out: Outcome) -> dict:
     """Per kind of invalid input (target, probability, weight, pos_weight): how many
     points the framework rejected (its first message), answered NaN, answered with the
-    exact formula's number (within budget), or with another number (and how wrong)."""
+    exact formula's number (within budget), or with another number (and how wrong);
+    `by_value` splits the same counts by the invalid value (-0.5, 1.5, inf, -inf, nan)."""
     from audit.checks import VALIDATION_KINDS
 
     kinds = out.points.extra["kind"].astype(int)
-    status, ulp = out.graded.status.astype(str), out.graded.ulp
+    columns = (out.points.target, out.points.input, out.points.weight, out.points.pos_weight)
     summary: dict = {}
     for k, name in enumerate(VALIDATION_KINDS):
         idx = np.flatnonzero(kinds == k)
         if not idx.size:
             continue
-        raised = np.isin(idx, list(out.errors))
-        errors = [out.errors[i] for i in idx if i in out.errors]
-        nan = np.isnan(out.observed[idx]) & ~raised
-        number = ~np.isnan(out.observed[idx]) & ~raised
-        ok = number & (status[idx] == "ok")
-        wrong = number & ~ok
-        off = ulp[idx][wrong]
-        summary[name] = {
-            "n": int(idx.size), "rejected": len(errors), "nan": int(nan.sum()),
-            "ok": int(ok.sum()), "wrong": int(wrong.sum()),
-            "max_ulp": to_json_value(float(np.max(off))) if off.size else None,
-            "message": errors[0] if errors else None,
-            "expected_nan": int(np.isnan(out.expected[idx]).sum())}
+        summary[name] = _validation_counts(out, idx)
+        values = np.ravel(columns[k][idx]) if columns[k].ndim == 1 else None
+        if values is None:
+            continue
+        keys = np.array([repr(float(v)) for v in values])
+        summary[name]["by_value"] = {
+            key: {f: c for f, c in _validation_counts(out, idx[keys == key]).items()
+                  if f != "message" or c is not None}
+            for key in dict.fromkeys(keys)}
     return summary
+
+
+def _validation_counts(out: Outcome, idx: np.ndarray) -> dict:
+    status, ulp = out.graded.status.astype(str), out.graded.ulp
+    raised = np.isin(idx, list(out.errors))
+    errors = [out.errors[i] for i in idx if i in out.errors]
+    nan = np.isnan(out.observed[idx]) & ~raised
+    number = ~np.isnan(out.observed[idx]) & ~raised
+    ok = number & (status[idx] == "ok")
+    wrong = number & ~ok
+    off = ulp[idx][wrong]
+    counts = {"n": int(idx.size), "rejected": len(errors), "nan": int(nan.sum()),
+              "ok": int(ok.sum()), "wrong": int(wrong.sum()),
+              "max_ulp": to_json_value(float(np.max(off))) if off.size else None,
+              "message": errors[0] if errors else None,
+              "expected_nan": int(np.isnan(out.expected[idx]).sum())}
+    if number.any():  # a number the user gets back silently: the lowest (a negative loss)
+        values = out.observed[idx][number]
+        i = idx[np.flatnonzero(number)[np.argmin(values)]]
+        counts["example"] = {
+            "input": to_json_value(float(np.ravel(out.points.input[i])[0])),
+            "target": to_json_value(float(out.points.target[i])),
+            "observed": to_json_value(float(out.observed[i])),
+            "expected": to_json_value(float(out.expected[i]))}
+    return counts
 
 
 def nonfinite_mask(pts: Any) -> np.ndarray:

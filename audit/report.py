@@ -20,8 +20,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from audit import history, questions
-from audit.dtypes import DTYPES
+from audit import history, invalid_input, questions
+from audit.dtypes import DTYPES, ORDER
 from audit.figures import BUDGET, QUANTITIES, STATUS_COLOUR, breakdown_plot, detail_plot
 from audit.results import (
     SEVERITY,
@@ -45,7 +45,6 @@ from audit.verdict_text import (
 
 WORST_LIMIT = 30
 FAILED_OUTCOMES = {"failed", "xpass_strict"}
-ORDER = {d: i for i, d in enumerate(DTYPES)}
 FIRST_SCREEN_DTYPES = ("float16", "float32")  # maps beside the verdict table
 
 
@@ -436,17 +435,37 @@ def breakdown_sections(doc: dict[str, Any], plots_for: str | None = None
 
 
 def equivalence_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cross-framework comparisons (pairs of subjects on the same inputs)."""
     rows = []
     for e in doc.get("equivalence") or []:
+        if e.get("executions"):
+            continue
         a, b = (e.get("subjects") or ["?", "?"])[:2]
-        if e.get("executions"):  # one subject, two executions
-            a, b = (f"{a} ({x})" for x in e["executions"][:2])
-        ac, bc = int(e.get("a_closer", 0)), int(e.get("b_closer", 0))
-        closer = a if ac > bc else b if bc > ac else "tie"
-        rows.append({**e, "a": a, "b": b, "closer": closer})
+        rows.append({**e, "a": a, "b": b, "closer": _closer(e, a, b)})
     rows.sort(key=lambda e: (e["quantity"], ORDER.get(e["dtype"], 9), e["device"], e["a"],
                              e["b"]))
     return rows
+
+
+def execution_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One subject eager vs compiled / autocast on the same inputs: where they differ, by
+    how much, which is closer to the truth, and the widest gap's two repro commands."""
+    rows = []
+    for e in doc.get("equivalence") or []:
+        if not e.get("executions"):
+            continue
+        subject = (e.get("subjects") or ["?"])[0]
+        other = e["executions"][1]
+        rows.append({**e, "subject": subject, "execution": other,
+                     "closer": _closer(e, "eager", other)})
+    rows.sort(key=lambda e: (e["n_differ"] == 0, e["subject"], e["execution"],
+                             ORDER.get(e["dtype"], 9), e["quantity"]))
+    return rows
+
+
+def _closer(e: dict[str, Any], a: str, b: str) -> str:
+    ac, bc = int(e.get("a_closer", 0)), int(e.get("b_closer", 0))
+    return a if ac > bc else b if bc > ac else "tie"
 
 
 def skipped_groups(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -499,6 +518,7 @@ def render_report(doc: dict[str, Any], run_dir: str | os.PathLike[str] | None = 
         **_common(doc), verdicts=verdict_view(doc),
         matrices=build_matrices(doc, safe_texts(doc)), pages=pages, worst=worst_cases(doc),
         breakdown=breakdown_sections(doc), equivalence=equivalence_rows(doc),
+        executions=execution_rows(doc), invalid=invalid_input.rows(doc),
         comparison=doc.get("comparison"), skipped=skipped_groups(doc),
         answers={"big": questions.sigmoid_at_1e10(doc), "agree": questions.agreement(doc),
                  "examples": questions.worked_examples(doc)},

@@ -557,6 +557,10 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--mpmath-points", type=int, default=4000)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--min-time", type=float, default=0.25, help="seconds per round")
+    p.add_argument("--sweeps", choices=("all", "torch", "none"), default="all",
+                   help="which exhaustive 16-bit sweeps to time: every subject with a fast "
+                        "reference (default; a few minutes), torch.bce_with_logits float16 "
+                        "only, or none")
     args = p.parse_args(attach_values(argv, p))
     _count("--points", args.points, high=MAX_BENCH_POINTS)
     _count("--mpmath-points", args.mpmath_points)
@@ -567,7 +571,7 @@ def cmd_bench(argv: list[str]) -> int:
     if args.mpmath_points > args.points:
         raise UsageError(f"--mpmath-points ({args.mpmath_points:,}) cannot exceed --points "
                          f"({args.points:,})")
-    bench.run(args.points, args.mpmath_points, args.rounds, args.min_time)
+    bench.run(args.points, args.mpmath_points, args.rounds, args.min_time, args.sweeps)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audit import contracts, runners, subjects
+from audit import contracts, invalid_input, runners, subjects
 from audit.checks import Case, mismatched_shapes, run_case, validation_points
 from audit.cli import main
 from audit.records import build_record
@@ -111,14 +111,30 @@ def test_the_validation_check_says_what_happens_to_invalid_input():
     assert set(kinds.tolist()) == {0.0, 1.0, 2.0}  # target, probability, weight
     assert np.isnan(pts.target[kinds == 0]).any() and (pts.weight[kinds == 2] < 0).any()
     case = Case(s.name, "validation", "float32", "cpu")
-    summary = build_record(run_case(s, case, 4.0), None, "xfailed", case.id)["validation"]
+    eager = build_record(run_case(s, case, 4.0), None, "xfailed", case.id)
+    summary = eager["validation"]
     assert summary["target"]["rejected"] == summary["target"]["n"]
     assert "between 0 and 1" in summary["target"]["message"]
+    assert summary["target"]["by_value"]["1.5"]["rejected"] == 3  # one per probability
     assert summary["weight"]["rejected"] == 0  # negative weights pass silently
-    assert mismatched_shapes(s, case).startswith("rejected: ")
+    summary["shapes"] = mismatched_shapes(s, case)
+    assert summary["shapes"].startswith("rejected: ")
     compiled = Case(s.name, "validation", "float32", "cpu", execution="compiled")
-    summary = build_record(run_case(s, compiled, 4.0), None, "xfailed", compiled.id)
-    assert summary["validation"]["target"]["rejected"] == 0  # compiled: no range check
+    record = build_record(run_case(s, compiled, 4.0), None, "xfailed", compiled.id)
+    assert record["validation"]["target"]["rejected"] == 0  # compiled: no range check
+    # the report's table: eager rejects y = 1.5, compiled returns the formula's (negative) loss
+    table = invalid_input.rows({"records": [eager, record]})
+    col = table["columns"].index("target 1.5")
+    by_execution = {r["execution"]: r for r in table["rows"]}
+    rejected = by_execution["eager"]["cells"][col]
+    assert rejected["kind"] == "rejected" and "between 0 and 1" in rejected["title"]
+    silent = by_execution["compiled"]["cells"][col]
+    assert silent == {**silent, "text": "the formula's number", "kind": "silent"}
+    example = record["validation"]["target"]["by_value"]["1.5"]["example"]
+    assert example["observed"] < 0 and example["observed"] == pytest.approx(example["expected"])
+    assert by_execution["eager"]["cells"][table["columns"].index("mismatched shapes")][
+        "kind"] == "rejected"
+    assert "weight −1" in table["columns"] and "pos_weight −1" not in table["columns"]
 
 
 def test_contracts_apply_to_executions(tmp_path: Path):

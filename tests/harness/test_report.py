@@ -549,6 +549,53 @@ def test_minimal_doc_renders(sample: dict, tmp_path: Path) -> None:
     assert "No findings" in html and 'id="verdicts"' in html
 
 
+def _counts(**kw: object) -> dict:
+    return {"n": 5, "rejected": 0, "nan": 0, "ok": 0, "wrong": 0, "expected_nan": 0,
+            "max_ulp": None, "message": None, "example": None, **kw}
+
+
+@pytest.mark.parametrize(("counts", "text", "kind"), [
+    (_counts(rejected=5, message="ValueError: bad"), "rejected", "rejected"),
+    (_counts(nan=5), "NaN", "nan"),
+    (_counts(ok=5), "the formula's number", "silent"),
+    (_counts(ok=5, expected_nan=5), "the formula's value", "formula"),  # NaN, as the formula
+    (_counts(wrong=5, max_ulp=3.0), "another number (3 ulp off)", "silent"),
+    (_counts(wrong=1, max_ulp=math.inf, nan=2, rejected=2),
+     "2/5 rejected, 2/5 NaN, 1/5 another number (inf ulp off)", "silent"),
+])
+def test_invalid_input_cells_say_what_comes_back(counts: dict, text: str, kind: str) -> None:
+    from audit import invalid_input
+
+    got = invalid_input.cell(counts)
+    assert (got["text"], got["kind"]) == (text, kind)
+
+
+def test_execution_table_is_beside_the_cross_framework_one(sample: dict, tmp_path: Path
+                                                           ) -> None:
+    doc = copy.deepcopy(sample)
+    worst = {"input": 2.0, "target": 0.5, "a_observed": 1.0, "b_observed": 1.5,
+             "expected": 1.25, "a_ulp": 3.0, "b_ulp": 1.0,
+             "repro": ["python -m audit probe torch.bce --execution eager",
+                       "python -m audit probe torch.bce --execution compiled"]}
+    base = {"dtype": "float32", "device": "cpu", "quantity": "grad", "n": 10,
+            "max_ulp_between": 2.0, "ties": 7, "worst": worst}
+    doc["equivalence"] = [
+        {**base, "subjects": ["torch.bce", "torch.bce"], "executions": ["eager", "compiled"],
+         "n_differ": 3, "a_closer": 1, "b_closer": 2},
+        {**base, "subjects": ["tf.bce", "tf.bce"], "executions": ["eager", "compiled"],
+         "n_differ": 0, "a_closer": 0, "b_closer": 0, "ties": 10},
+        {**base, "subjects": ["torch.bce", "tf.bce"], "n_differ": 3, "a_closer": 2,
+         "b_closer": 1}]
+    rows = report.execution_rows(doc)
+    assert [(r["subject"], r["closer"]) for r in rows] == [("torch.bce", "compiled"),
+                                                          ("tf.bce", "tie")]
+    assert [(r["a"], r["b"]) for r in report.equivalence_rows(doc)] == [("torch.bce", "tf.bce")]
+    html = report.render_report(doc)
+    section = html[html.index('id="executions"'):html.index('id="invalid"')]
+    assert "1 of 2 comparisons differ" in section
+    assert "--execution compiled" in section and "identical" in section
+
+
 # ---------------------------------------------------------------- in a real browser
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

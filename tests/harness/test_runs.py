@@ -211,7 +211,16 @@ def test_sigterm_on_the_real_audit_writes_an_interrupted_report(tmp_path: Path,
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "x", "1.5", ""])
-def test_keep_reports_must_be_a_positive_whole_number(project: Path, value: str) -> None:
+def test_keep_reports_must_be_a_positive_whole_number(value: str) -> None:
+    from audit.plugin import parse_keep
+
+    with pytest.raises(pytest.UsageError, match="--keep-reports"):
+        parse_keep(value)
+    assert parse_keep("3") == 3
+
+
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_a_bad_keep_reports_is_one_line_and_status_4(project: Path, value: str) -> None:
     done = _pytest(project, "test_plain.py", f"--keep-reports={value}", timeout=60)
     assert done.returncode == 4, (done.stdout[-2000:], done.stderr[-2000:])
     errors = [line for line in done.stderr.splitlines() if line.strip()]
