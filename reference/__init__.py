@@ -19,6 +19,8 @@ from .api import (
 from .engine import ReferenceUncertainError
 from .families import focal_op, focal_prob_op
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
+from .softmax import cross_entropy, cross_entropy_grad, log_softmax, logsumexp
+from .softmax_fast import rounded_cross_entropy, rounded_log_softmax, rounded_logsumexp
 from .vectorized import exact_parts, rounded
 
 __all__ = [
@@ -29,6 +31,8 @@ __all__ = [
     "bce_with_logits",
     "bce_with_logits_grad",
     "bits_error",
+    "cross_entropy",
+    "cross_entropy_grad",
     "exact_parts",
     "focal_op",
     "focal_prob_op",
@@ -36,10 +40,15 @@ __all__ = [
     "focal_probability_grad",
     "focal_with_logits",
     "focal_with_logits_grad",
+    "log_softmax",
+    "logsumexp",
     "ordinal_distance",
     "reduce",
     "round_to",
     "rounded",
+    "rounded_cross_entropy",
+    "rounded_log_softmax",
+    "rounded_logsumexp",
     "smoothing",
     "ulp_error",
 ]
