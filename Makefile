@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: audit test lint bench clean
+.PHONY: audit test test-process lint bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,15 @@ audit: $(STAMP)
 	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --dist worksteal --hypothesis-profile=ci \
 		--executions eager,compiled,autocast_bfloat16,autocast_float16 $(ARGS)
 
-# Lint plus the whole suite (reference self-tests, harness tests, audit), deterministic.
+# Lint plus the suite (reference self-tests, harness tests, audit), deterministic; the
+# tests that start whole pytest / audit processes (signals, crash isolation, retention,
+# runs from outside the repo) are `make test-process`, which CI runs next.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci -m "not process" $(ARGS)
+
+test-process: $(STAMP)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci -m process $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m reference bench

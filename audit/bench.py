@@ -13,6 +13,7 @@ measured, not computed from runs made at different times.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Callable
@@ -96,9 +97,29 @@ def _sweep_16bit_all() -> tuple[float, int]:
     return time.perf_counter() - start, done
 
 
+def figures(rates: dict[str, float], points: int, rounds: int, workers: int) -> dict:
+    """DESIGN.md section 11's JSON object: the side-by-side rates of one run and their
+    ratios (pipeline: the best of its thread counts)."""
+    pipeline = max((v for k, v in rates.items() if k.startswith("grading pipeline")),
+                   default=None)
+    out = {"mpmath_pts_per_s": rates["reference, mpmath"],
+           "fast_pts_per_s": rates["reference, fast: rounded"],
+           "fast_soft_grad_pts_per_s": rates["reference, fast: rounded, soft-label grads"],
+           "framework_pts_per_s": rates.get("torch.bce_with_logits itself"),
+           "pipeline_pts_per_s": pipeline}
+    fw = out["framework_pts_per_s"]
+    out.update({
+        "fast_vs_framework": out["fast_pts_per_s"] / fw if fw else None,
+        "framework_vs_pipeline": fw / pipeline if fw and pipeline else None,
+        "soft_grad_vs_mpmath": out["fast_soft_grad_pts_per_s"] / out["mpmath_pts_per_s"],
+        "points": points, "rounds": rounds, "cores": workers,
+        "rates": dict(rates)})
+    return out
+
+
 def run(points: int, mpmath_points: int, rounds: int, min_time: float,
-        sweeps: str = "all") -> None:
-    from audit.sweep import sweep
+        sweeps: str = "all", as_json: bool = False) -> None:
+    """Print the table (and with `as_json`, DESIGN.md section 11's object as the last line)."""
     from reference import fast, losses, vectorized
     from reference.formats import round_to
 
@@ -161,15 +182,29 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float,
         for k, v in rates.items():
             if k.startswith("grading pipeline"):
                 print(f"  torch itself / {k}: {own / v:,.1f}x")
-    if sweeps == "none":
-        return
+    sweep_times: dict[str, float] = {}
+    if sweeps != "none":
+        sweep_times = _sweep_times(sweeps)
+    if as_json:
+        print(json.dumps({**figures(rates, points, rounds, workers),
+                          "sweep_seconds": sweep_times}))
+
+
+def _sweep_times(sweeps: str) -> dict[str, float]:
+    from audit.sweep import sweep
+    from reference import vectorized
+
+    times = {}
     vectorized.point.cache_clear()
     start = time.perf_counter()
     sweep("torch.bce_with_logits", "float16", targets=[0.0, 1.0], budget=1.0, progress=False)
+    times["torch.bce_with_logits float16"] = time.perf_counter() - start
     print(f"exhaustive float16 sweep of torch.bce_with_logits (65,536 logits x {{0,1}}, "
-          f"values and gradients): {time.perf_counter() - start:.2f} s")
+          f"values and gradients): {times['torch.bce_with_logits float16']:.2f} s")
     if sweeps != "all":
-        return
+        return times
     wall, count = _sweep_16bit_all()
+    times[f"all {count} 16-bit sweeps"] = wall
     print(f"exhaustive float16 + bfloat16 sweeps of every subject with a fast reference "
           f"({count} sweeps, values and gradients, targets {{0,1}}): {wall:.2f} s")
+    return times

@@ -561,6 +561,8 @@ def cmd_bench(argv: list[str]) -> int:
                    help="which exhaustive 16-bit sweeps to time: every subject with a fast "
                         "reference (default; a few minutes), torch.bce_with_logits float16 "
                         "only, or none")
+    p.add_argument("--json", action="store_true",
+                   help="also print the figures as one JSON object, the last line")
     args = p.parse_args(attach_values(argv, p))
     _count("--points", args.points, high=MAX_BENCH_POINTS)
     _count("--mpmath-points", args.mpmath_points)
@@ -571,7 +573,8 @@ def cmd_bench(argv: list[str]) -> int:
     if args.mpmath_points > args.points:
         raise UsageError(f"--mpmath-points ({args.mpmath_points:,}) cannot exceed --points "
                          f"({args.points:,})")
-    bench.run(args.points, args.mpmath_points, args.rounds, args.min_time, args.sweeps)
+    bench.run(args.points, args.mpmath_points, args.rounds, args.min_time, args.sweeps,
+              args.json)
     return 0
 
 

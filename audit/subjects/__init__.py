@@ -167,6 +167,10 @@ def device_reason(framework: str, device: str) -> str | None:
 # ------------------------------------------------------------------------- the registry
 
 SUBJECTS: dict[str, Subject] = {}
+# Subjects whose input is a row of K logits per point (softmax cross-entropy, log_softmax,
+# logsumexp) are graded by their own suite (audit/softmax_family.py): they live apart from
+# SUBJECTS, so the scalar checks, sweeps and matrices never see them; get() finds them.
+ROW_SUBJECTS: dict[str, Subject] = {}
 _USER_MODULES: list[str] = []  # --subject-module values, in load order (for workers/repro)
 workers.REGISTRY.update(module=__name__, user_modules=_USER_MODULES)  # workers load these
 _LOADED: set[str] = set()
@@ -191,6 +195,16 @@ def register(s: Subject) -> Subject:
         raise SubjectError(f"subject {s.name!r} is registered twice ({old.module} and "
                            f"{s.module})")
     SUBJECTS[s.name] = s
+    return s
+
+
+def register_row(s: Subject) -> Subject:
+    """Add a row-family subject (ROW_SUBJECTS); the same checks as register()."""
+    if "." not in s.name or s.framework not in runners.names() or s.name in SUBJECTS:
+        raise SubjectError(f"row subject {s.name!r}: bad name or framework {s.framework!r}")
+    if any(d not in _dtypes.DTYPES for d in s.dtypes):
+        raise SubjectError(f"row subject {s.name!r}: unknown dtypes in {s.dtypes}")
+    ROW_SUBJECTS[s.name] = s
     return s
 
 
@@ -314,7 +328,7 @@ def _load_entry_points() -> None:
 def get(name: str) -> Subject:
     """The subject called `name`; KeyError listing the valid names otherwise."""
     try:
-        return SUBJECTS[name]
+        return SUBJECTS[name] if name in SUBJECTS else ROW_SUBJECTS[name]
     except KeyError:
         why = f" ({NOT_SUBJECTS[name]})" if name in NOT_SUBJECTS else ""
         hint = "" if "." not in name or name.split(".")[0] in runners.names() else \

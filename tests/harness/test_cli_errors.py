@@ -77,16 +77,38 @@ CASES = [(" ".join(a) or "(no arguments)", i) for i, a in enumerate(_bad_args(Pa
 
 
 @pytest.mark.parametrize("label, index", CASES, ids=[c[0][:80] for c in CASES])
-def test_audit_cli_usage_error_is_one_line(tmp_path: Path, label: str, index: int) -> None:
+def test_audit_cli_usage_error_is_one_line(tmp_path: Path, label: str, index: int,
+                                           capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process (main() is what `python -m audit` runs); the process itself below."""
+    from audit.cli import main
+
+    _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    args = _bad_args(tmp_path)[index]
+    capsys.readouterr()
+    rc = main(list(args))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, (label, rc, err[-2000:])
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and "error" in lines[0], (label, lines)
+
+
+PROCESS_CASES = [0, 7, 14, 24]  # no arguments, a bad probe input, a bad sweep, a bad merge
+
+
+@pytest.mark.parametrize("index", PROCESS_CASES, ids=[CASES[i][0][:80] for i in PROCESS_CASES])
+def test_the_process_exits_2_with_one_line(tmp_path: Path, index: int) -> None:
     _files(tmp_path)
     args = _bad_args(tmp_path)[index]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "audit", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=30, check=False)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 2, (label, done.returncode, done.stderr[-2000:])
+    assert done.returncode == 2, (args, done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr, done.stderr
-    assert len(lines) == 1 and "error" in lines[0], (label, lines)
+    assert len(lines) == 1 and "error" in lines[0], (args, lines)
 
 
 @pytest.mark.parametrize("args", [

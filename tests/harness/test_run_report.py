@@ -90,6 +90,7 @@ def _first_record(parts: Path, proc: subprocess.Popen) -> None:
     pytest.fail("no record was written in time")
 
 
+@pytest.mark.process
 def test_interrupted_run_still_writes_report(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) wherever it
     lands, even inside a lazy import that swallows it: the run is "interrupted"

@@ -104,6 +104,7 @@ def _minimal(sample: dict, records: list | None = None, command: str = "pytest t
 # ---------------------------------------------------------------- no test, no folder
 
 
+@pytest.mark.process
 def test_help_collect_only_and_no_audit_test_leave_reports_alone(project: Path,
                                                                 sample: dict) -> None:
     base = project / "reports"
@@ -134,6 +135,7 @@ def test_status_comes_from_the_records_not_the_exit_code(project: Path) -> None:
     assert session.run_status([{"outcome": "xfailed"}], exitstatus=0) == "passed"
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_swallowed_interrupt_still_marks_the_run_interrupted(project: Path, sig: str) -> None:
     """The interrupt lands where something catches it (a lazy import): the run must
@@ -162,6 +164,7 @@ def _wait_for(path: Path, proc: subprocess.Popen[str], limit: float = 120) -> No
         time.sleep(0.1)
 
 
+@pytest.mark.process
 def test_sigterm_points_latest_at_a_complete_report(project: Path) -> None:
     marker = project / "measured"
     proc = _start(project, "test_fake_audit.py", ACTION="hang", MARKER=str(marker))
@@ -181,6 +184,7 @@ REAL_AUDIT = ["-p", "no:cacheprovider", "-p", "no:randomly", "-q", "--no-contrac
               "--devices", "cpu"]
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
 def test_sigterm_on_the_real_audit_writes_an_interrupted_report(tmp_path: Path,
                                                                 xdist: list[str]) -> None:
@@ -279,6 +283,7 @@ def test_prune_spares_latest_and_a_run_being_written(tmp_path: Path, sample: dic
 # ---------------------------------------------------------------- rebuild
 
 
+@pytest.mark.process
 def test_rebuild_a_run_killed_with_sigkill(project: Path) -> None:
     marker = project / "measured"
     proc = _start(project, "test_fake_audit.py", ACTION="hang", MARKER=str(marker),
@@ -456,6 +461,7 @@ if "--dump-dom" in args:
 '''
 
 
+@pytest.mark.process
 def test_the_browser_test_writes_no_screenshot_into_the_repository(tmp_path: Path) -> None:
     """Run it with a stand-in chromium: every file it writes stays in its tmp_path."""
     bin_dir = tmp_path / "bin"

@@ -223,6 +223,7 @@ def test_sweep_and_merge_cli_write_valid_runs(tmp_path):
                for row in lines[2:])
 
 
+@pytest.mark.process
 def test_bench_prints_side_by_side_ratios(tmp_path):
     _skip_unless(SUBJECT, "float32")
     # the every-subject sweep timings start every framework: `make bench` runs them
@@ -235,6 +236,23 @@ def test_bench_prints_side_by_side_ratios(tmp_path):
                    "vs mpmath", "exhaustive float16 sweep"):
         assert needle in out, out
     assert "every subject with a fast reference" not in out
+
+
+def test_bench_json_has_the_design_keys_measured_in_one_run(capsys):
+    from audit.cli import main
+
+    _skip_unless(SUBJECT, "float32")
+    capsys.readouterr()
+    assert main(["bench", "--points", "2048", "--mpmath-points", "100", "--rounds", "1",
+                 "--min-time", "0", "--sweeps", "none", "--json"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(out.strip().splitlines()[-1])
+    for key in ("mpmath_pts_per_s", "fast_pts_per_s", "fast_soft_grad_pts_per_s",
+                "framework_pts_per_s", "pipeline_pts_per_s"):
+        assert doc[key] > 0, key
+    assert doc["fast_vs_framework"] == doc["fast_pts_per_s"] / doc["framework_pts_per_s"]
+    assert doc["rates"]["reference, mpmath"] == doc["mpmath_pts_per_s"]
+    assert "exhaustive" not in out  # --sweeps none
 
 
 def test_interleaved_rates_are_best_rounds():

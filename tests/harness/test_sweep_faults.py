@@ -282,6 +282,7 @@ def _first_snapshot(proc: subprocess.Popen, path: Path, deadline: float) -> dict
 @pytest.mark.parametrize("sig, jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 1),
                                        (signal.SIGTERM, 2)],
                          ids=["SIGINT", "SIGTERM", "SIGTERM --jobs 2"])
+@pytest.mark.process
 def test_interrupted_sweep_keeps_what_it_measured(sig, jobs, tmp_path):
     _skip_unless("float32")
     out = tmp_path / "run"

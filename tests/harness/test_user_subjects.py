@@ -89,6 +89,7 @@ def test_listed_and_probed(user_dir: Path) -> None:
     assert out["expected"] == pytest.approx(3.720075976020836e-44)
 
 
+@pytest.mark.process
 def test_probe_of_an_aborting_point_is_a_crash(user_dir: Path) -> None:
     crash = _audit(["probe", "mine.aborts", "--subject-module", "crashy.py", "--dtype",
                     "float32", "--input", "3", "--target", "1"], user_dir)
@@ -101,6 +102,7 @@ def test_probe_of_an_aborting_point_is_a_crash(user_dir: Path) -> None:
     assert json.loads(fine.stdout)["status"] == "ok"
 
 
+@pytest.mark.process
 def test_sweep_isolates_the_crash(user_dir: Path) -> None:
     out = user_dir / "sweep"
     done = _audit(["sweep", "mine.aborts", "--subject-module", "crashy", "--dtype", "float16",
@@ -115,6 +117,7 @@ def test_sweep_isolates_the_crash(user_dir: Path) -> None:
         assert sum(r["counts"].values()) == r["n"]
 
 
+@pytest.mark.process
 def test_pytest_suite_from_outside_the_repo(user_dir: Path) -> None:
     report = user_dir / "report"
     report.mkdir()  # an existing folder outside the repo, given in the space form

@@ -89,6 +89,7 @@ def test_the_grading_process_imports_no_framework() -> None:
 
 @pytest.mark.parametrize("name, value, signal", [
     ("faulty.aborts", 7.0, "SIGABRT"), ("faulty.exits", -5.0, "exited with status 3")])
+@pytest.mark.process
 def test_a_dying_worker_is_a_crash_on_exactly_its_points(faulty, name, value, signal) -> None:
     observed, errors, crashes = _run(name)
     bad = int(np.flatnonzero(np.equal(X, value))[0])
@@ -101,6 +102,7 @@ def test_a_dying_worker_is_a_crash_on_exactly_its_points(faulty, name, value, si
     assert subjects.get(name).evaluate("float32", "cpu", X[:3], X[:3] * 0).shape == (3,)
 
 
+@pytest.mark.process
 def test_a_hung_worker_is_killed_after_the_timeout(faulty, monkeypatch) -> None:
     monkeypatch.setenv("BCE_AUDIT_TIMEOUT", "3")
     observed, errors, crashes = _run("faulty.hangs")
