@@ -60,7 +60,9 @@ def cell(c: dict[str, Any]) -> dict[str, str]:
     if rejected:
         parts.append(f"{rejected}/{n} rejected")
     if nan:
-        parts.append("NaN" if nan == n else f"{nan}/{n} NaN")
+        as_formula = nan == n == c["expected_nan"]  # e.g. a NaN target: NaN is right
+        parts.append("NaN (so is the formula)" if as_formula else
+                     "NaN" if nan == n else f"{nan}/{n} NaN")
     if ok:
         word = "the formula's number" if ok == n else f"{ok}/{n} the formula's number"
         parts.append(word if c["expected_nan"] == 0 else word.replace("number", "value"))
@@ -70,6 +72,7 @@ def cell(c: dict[str, Any]) -> dict[str, str]:
                                       f" ({ulp:.3g} ulp off)")
         parts.append(("another number" if wrong == n else f"{wrong}/{n} another number") + far)
     kind = ("silent" if wrong or (ok and c["expected_nan"] < ok) else
+            "formula" if nan == n == c["expected_nan"] else
             "nan" if nan else "rejected" if rejected else "formula")
     return {"text": ", ".join(parts), "kind": kind, "title": title}
 

@@ -318,8 +318,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         keep = config.audit["keep_reports"] if place.default_layout else None  # type: ignore
         path = audit_session.finish(run_dir, doc, latest=place.default_layout, keep=keep)
         config.audit_report = path  # type: ignore[attr-defined]
-    except Exception as e:  # the report must never hide the test outcome
-        print(f"\naudit: report failed: {type(e).__name__}: {e}", file=sys.stderr)
+    except Exception as e:  # the report must never hide the test outcome...
+        print(f"\naudit: report failed: {type(e).__name__}: {e} (what was measured is kept: "
+              f"python -m audit rebuild {place.path})", file=sys.stderr)
+        if session.exitstatus == 0:  # ...nor a broken report pass for a green run
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     finally:
         config.audit_finishing = False  # type: ignore[attr-defined]
         if config.audit_signal is not None and session.exitstatus in (0, 1):  # type: ignore

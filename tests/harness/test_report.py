@@ -557,6 +557,7 @@ def _counts(**kw: object) -> dict:
 @pytest.mark.parametrize(("counts", "text", "kind"), [
     (_counts(rejected=5, message="ValueError: bad"), "rejected", "rejected"),
     (_counts(nan=5), "NaN", "nan"),
+    (_counts(nan=5, expected_nan=5), "NaN (so is the formula)", "formula"),
     (_counts(ok=5), "the formula's number", "silent"),
     (_counts(ok=5, expected_nan=5), "the formula's value", "formula"),  # NaN, as the formula
     (_counts(wrong=5, max_ulp=3.0), "another number (3 ulp off)", "silent"),
@@ -583,7 +584,8 @@ def test_execution_table_is_beside_the_cross_framework_one(sample: dict, tmp_pat
         {**base, "subjects": ["torch.bce", "torch.bce"], "executions": ["eager", "compiled"],
          "n_differ": 3, "a_closer": 1, "b_closer": 2},
         {**base, "subjects": ["tf.bce", "tf.bce"], "executions": ["eager", "compiled"],
-         "n_differ": 0, "a_closer": 0, "b_closer": 0, "ties": 10},
+         "n_differ": 0, "a_closer": 0, "b_closer": 0, "ties": 10,
+         "worst": {k: v for k, v in worst.items() if k != "repro"}},  # identical: no repro
         {**base, "subjects": ["torch.bce", "tf.bce"], "n_differ": 3, "a_closer": 2,
          "b_closer": 1}]
     rows = report.execution_rows(doc)
