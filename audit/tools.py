@@ -298,10 +298,23 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="processes on this machine, one thread each (default 1)")
+    engine = p.add_mutually_exclusive_group()
+    engine.add_argument("--workers", type=int, default=None,
+                        help="run the shard on a local Dask cluster of N single-threaded "
+                             "worker processes")
+    engine.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the shard on the Dask cluster whose scheduler is at "
+                             "ADDRESS (e.g. tcp://10.0.0.5:8786)")
     add_param_options(p)
     args = p.parse_args(attach_values(argv, p))
     cores = os.cpu_count() or 1
     _count("--jobs", args.jobs, high=max(4 * cores, 4))
+    if args.workers is not None:
+        _count("--workers", args.workers, high=max(4 * cores, 4))
+    if (args.workers is not None or args.scheduler is not None) and args.jobs != 1:
+        raise UsageError("--jobs is the local process pool: give it or a Dask engine "
+                         "(--workers / --scheduler), not both")
+    dask_engine = args.workers is not None or args.scheduler is not None
     if args.dtype not in DTYPES:
         raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
     if args.device not in runners.DEVICES:
@@ -340,17 +353,28 @@ def cmd_sweep(argv: list[str]) -> int:
         snapshots = _Snapshots(run_dir, command, started, info)
         parts: list[dict] = []
         failure = None
+        common = dict(device=args.device, targets=targets, exhaustive=args.exhaustive,
+                      samples=args.samples or 0, shard=shard, chunk=args.chunk,
+                      seed=args.seed, budget=budget, progress=not args.quiet,
+                      should_stop=stop, parts=parts, params=params,
+                      execution=args.execution)
         try:
-            records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs, device=args.device,
-                                 targets=targets, exhaustive=args.exhaustive,
-                                 samples=args.samples or 0, shard=shard, chunk=args.chunk,
-                                 seed=args.seed, budget=budget, progress=not args.quiet,
-                                 should_stop=stop, on_snapshot=snapshots, parts=parts,
-                                 params=params, execution=args.execution)
+            if dask_engine:
+                from audit.sweep_dask import SchedulerUnreachable, sweep_dask
+
+                try:
+                    records = sweep_dask(args.subject, args.dtype, workers=args.workers,
+                                         scheduler=args.scheduler, **common)
+                except SchedulerUnreachable as e:
+                    raise UsageError(str(e)) from None
+            else:
+                records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs,
+                                     on_snapshot=snapshots, **common)
         except JobsFailed as e:
             records, parts, failure = e.records, e.parts, str(e)
         finished = all(p["done"] >= p["total"] for p in parts)
         doc = snapshots.doc(records, parts, None if finished else "interrupted", _now())
+        doc["run"]["engine"] = "dask" if dask_engine else "jobs" if args.jobs > 1 else "process"
         try:
             _write(doc, run_dir)
         except OSError as e:
