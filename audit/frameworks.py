@@ -28,6 +28,11 @@ def single_threaded() -> None:
     """One intra-op thread per framework worker started from now on (sweep processes:
     one process per core beats several whose pools fight over the same cores)."""
     workers.configure(threads=1)
+    try:  # and one thread per fused reference / grading kernel launch
+        from reference import fast_numba
+    except ImportError:  # numba missing: the numpy route has no threads of its own
+        return
+    fast_numba.configure(threads=1)
 
 
 def devices_available(chosen: Iterable[str] | None = None) -> dict[str, str | None]:

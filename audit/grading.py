@@ -9,7 +9,10 @@ overflow at +-max and no NaN surprise (numpy.testing's nulp_diff pitfalls).
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +27,8 @@ SEVERITY = {s: i for i, s in enumerate(STATUSES)}  # lower = worse
 _NAMES = np.array(STATUSES)  # fixed-width strings: vectorized comparisons, no objects
 CRASH, ERROR, INACCURATE, OK = (np.int8(SEVERITY[s]) for s in ("crash", "error", "inaccurate",
                                                                "ok"))
+SPURIOUS_NAN, SPURIOUS_INF, MISSING_INF, WRONG_SIGN, SPURIOUS_ZERO = (
+    np.int8(SEVERITY[s]) for s in STATUSES[2:7])
 
 
 @dataclass
@@ -151,7 +156,11 @@ BLOCK = 1 << 15  # points graded at a time: ~20 temporaries stay in L2 (2.5x fas
 
 def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo: np.ndarray,
           dtype: str, budget: float) -> Graded:
-    """Status per point, checked in DESIGN.md order. observed None = the framework raised."""
+    """Status per point, checked in DESIGN.md order. observed None = the framework raised.
+
+    The narrow dtypes are graded by one fused numba kernel (`_fused`) when numba is there
+    (reference.fast_numba.available()); the numpy code below is the reference
+    implementation it must equal bit for bit, and the fallback."""
     n = len(expected)
     if observed is None:
         return Graded(np.full(n, ERROR, dtype=np.int8), np.full(n, np.inf), np.full(n, -1.0),
@@ -159,6 +168,10 @@ def grade(observed: np.ndarray | None, expected: np.ndarray, hi: np.ndarray, lo:
     o = np.asarray(observed, dtype=np.float64)
     x = np.asarray(expected, dtype=np.float64)
     hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
+    if dtype in _BITS and o.ndim == 1 and o.shape == x.shape == hi.shape == lo.shape:
+        kernel = _fused_kernel()
+        if kernel is not None:
+            return _fused(kernel, o, x, hi, lo, dtype, budget)
     if n <= BLOCK:
         return _grade_block(o, x, hi, lo, dtype, budget)
     out = Graded(np.empty(n, dtype=np.int8), np.empty(n), np.empty(n), dtype=dtype)
@@ -196,3 +209,140 @@ def _grade_block(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, d
         codes[idx] = np.select(conditions, np.arange(ERROR + 1, INACCURATE, dtype=np.int8),
                                default=codes[idx])
     return Graded(codes, ulp, ordinal, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------- fused (numba)
+
+
+def _fused(kernel: Any, o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray,
+           dtype: str, budget: float) -> Graded:
+    """grade() in one pass per point: the same float64 operations as ulp_errors (a product
+    by the power of two 2**-e is ldexp's exact scaling, correctly rounded once, as
+    np.ldexp is: -e stays in [-1022, 1023] for the narrow dtypes), _order_key computed
+    from the float64 bits of dtype members (NaN needs none), and the status rules in
+    _grade_block's order. A value that is not a member of the dtype (numpy would round
+    it in its cast) gets numpy's ordinal, so results are identical for any input."""
+    from reference import fast_numba
+
+    fmt = get_format(dtype)
+    n = o.size
+    code = np.empty(n, dtype=np.int8)
+    ulp = np.empty(n)
+    ordinal = np.empty(n)
+    stray = np.zeros((n + _CHUNK - 1) // _CHUNK, dtype=np.int64)
+    args = [fast_numba._readonly(a) for a in (o, x, hi, lo)]
+    with fast_numba.launch():
+        kernel(*args, fmt.precision, fmt.emin, fmt.emax, fmt.quantum_exp, float(budget),
+               code, ulp, ordinal, stray)
+    if stray.any():  # values outside the dtype: numpy's cast decides their ordinal
+        idx = np.flatnonzero(ordinal == -2.0)
+        ordinal[idx] = ordinal_distances(o[idx], x[idx], dtype)
+    return Graded(code, ulp, ordinal, dtype=dtype)
+
+
+_KERNEL: list[Any] = []  # [kernel] once compiled or loaded
+_KERNEL_LOCK = threading.Lock()  # graders in threads: compile once
+
+
+def _fused_kernel() -> Any:
+    """The compiled grading kernel, or None when numba is missing or switched off
+    (BCE_AUDIT_NO_NUMBA=1). The kernels are the plain functions below, compiled here on
+    first use (numba's on-disk cache: once per machine) so that importing audit does not
+    import numba. They are module-level functions reaching each other and numba's
+    pieces through module globals: a closure over a compiled function changes numba's
+    cache key in every process, which would recompile them each time."""
+    global prange, _f2i, _i2f, _nb_key, _nb_block, _nb_kernel
+    from reference import fast_numba
+
+    if not fast_numba.available():
+        return None
+    with _KERNEL_LOCK:
+        if not _KERNEL:
+            from numba import njit, prange
+
+            from reference.fast_numba import _f2i, _i2f
+
+            jit = {"nogil": True, "cache": True, "error_model": "numpy", "fastmath": False}
+            _nb_key = njit(inline="always", **jit)(_nb_key)
+            _nb_block = njit(**jit)(_nb_block)
+            _nb_kernel = njit(parallel=True, **jit)(_nb_kernel)
+            _KERNEL.append(_nb_kernel)
+    return _KERNEL[0]
+
+
+prange = range  # numba.prange, _f2i and _i2f once _fused_kernel has compiled the kernels
+_f2i = _i2f = None  # type: Any
+_CHUNK = 2048  # points per prange iteration (each a count in `stray`)
+
+
+def _nb_key(v: float, prec: int, emin: int, emax: int, qexp: int) -> tuple:
+    """(_order_key of v, v is a member of the dtype) for v not NaN, every case computed
+    and one selected (selects vectorize, branches do not)."""
+    b = _f2i(v)
+    mb = b & ((np.int64(1) << 63) - 1)
+    a = _i2f(mb)
+    biased = mb >> 52
+    frac = mb & ((np.int64(1) << 52) - 1)
+    low = (np.int64(1) << (53 - prec)) - 1
+    mag_n = ((biased - 1022 - emin) << (prec - 1)) | (frac >> (53 - prec))
+    mem_n = ((frac & low) == 0) & (biased - 1023 <= emax)
+    m = a * _i2f(np.int64(1023 - qexp) << 52)  # subnormal range: exact, < 2**prec
+    mag_s = np.int64(m if m < 1e18 else 0.0)
+    mem_s = m == math.floor(m)
+    normal = a >= _i2f(np.int64(emin + 1023) << 52)
+    inf = a == math.inf
+    mag = (np.int64(emax - emin + 2) << (prec - 1)) if inf else (mag_n if normal else mag_s)
+    member = inf | (mem_n if normal else mem_s)
+    return (-mag if b < 0 else mag), member
+
+
+def _nb_block(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, prec: int,
+              emin: int, emax: int, qexp: int, budget: float, code: np.ndarray,
+              ulp: np.ndarray, ordinal: np.ndarray) -> int:
+    """One chunk of grade(), every rule as a select (so the loop vectorizes); returns how
+    many points hold a value outside the dtype (ordinal -2, see _fused)."""
+    stray = 0
+    for i in range(o.size):
+        oi, xi, h = o[i], x[i], hi[i]
+        o_nan, x_nan = oi != oi, xi != xi
+        o_inf, x_inf = abs(oi) == math.inf, abs(xi) == math.inf
+        nan = o_nan | x_nan
+        special = nan | o_inf | x_inf
+        both_nan = o_nan & x_nan
+        # ulp_errors
+        err = abs((oi - h) - lo[i])
+        e = max(((_f2i(h) >> 52) & 0x7FF) - (1022 + prec), qexp)
+        u = err * _i2f((1023 - e) << 52)
+        u_nan = 0.0 if both_nan else math.inf
+        u_inf = 0.0 if oi == xi else math.inf
+        u = (u_nan if nan else u_inf) if special else u
+        ulp[i] = u
+        # ordinal_distances
+        ko, mo = _nb_key(oi, prec, emin, emax, qexp)
+        kx, mx = _nb_key(xi, prec, emin, emax, qexp)
+        outside = (not (mo & mx)) & (not nan)
+        stray += outside
+        d = -2.0 if outside else float(abs(ko - kx))
+        ordinal[i] = (0.0 if both_nan else -1.0) if nan else d
+        # _grade_block's statuses, in DESIGN.md order
+        o_neg, x_neg = _f2i(oi) < 0, _f2i(xi) < 0
+        c = INACCURATE if u > budget else OK
+        c5 = SPURIOUS_ZERO if (oi == 0) & (xi != 0) & (not x_nan) else c
+        c4 = WRONG_SIGN if ((oi != 0) & (xi != 0) & (not nan) & (o_neg != x_neg)) else c5
+        c3 = MISSING_INF if (not o_inf) & (not o_nan) & x_inf else c4
+        c2 = SPURIOUS_INF if o_inf & (not x_inf) & (not x_nan) else c3
+        c1 = SPURIOUS_NAN if o_nan & (not x_nan) else c2
+        classes = (oi != xi) & (special | (oi == 0) | (o_neg != x_neg))
+        code[i] = c1 if classes else c
+    return stray
+
+
+def _nb_kernel(o: np.ndarray, x: np.ndarray, hi: np.ndarray, lo: np.ndarray, prec: int,
+               emin: int, emax: int, qexp: int, budget: float, code: np.ndarray,
+               ulp: np.ndarray, ordinal: np.ndarray, stray: np.ndarray) -> None:
+    n = o.size
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        a = c * _CHUNK
+        b = min(n, a + _CHUNK)  # slices: loops from 0 vectorize (fast_numba._chunk)
+        stray[c] = _nb_block(o[a:b], x[a:b], hi[a:b], lo[a:b], prec, emin, emax, qexp,
+                             budget, code[a:b], ulp[a:b], ordinal[a:b])

@@ -17,6 +17,17 @@ with y in {0, 1}; ~15 numpy passes, certified from the float64 bits of the estim
 (`bce_fast.logits_tier2`: exact dyadic part in double-double, for near-ties), then
 mpmath. `python -m audit bench` prints the measured rates and the share of each route.
 
+Two implementations of these routes. The numpy one (this driver and bce_fast.py's hooks,
+~15-40 passes a chunk) is the reference implementation and the fallback. Where numba is
+installed, bce_with_logits batches in float16/bfloat16/float32 take fast_numba.py's
+fused, multi-threaded kernels instead: the same float64 operations and certification
+tests point by point in one pass, short route, general interval and tier 2, with exp
+and log1p of their own that are PROVEN to meet assumption (A) below (its docstring), and
+the same mpmath fallback. Rounded results are bit-identical on both routes (by
+construction, and tested on millions of points); the float64 estimates behind the
+grading parts differ within the same bound. BCE_AUDIT_NO_NUMBA=1 forces the numpy
+route, and so does a failed self-check of the compiled math (fast_numba.math_ok).
+
 Families
 --------
 This module is the driver; it knows no loss formula. Each registered family
@@ -30,7 +41,8 @@ pos_weight) must be 1 at every point, else the batch goes to the mpmath path, wh
 raises. The bce kernels proven below are in bce_fast.py, the shared float64 machinery
 (rounding, double-double, the constants) in fast_core.py; both re-exported here where
 tests use them. Import order, no cycle: fast_core <- bce_fast <- families <- losses <-
-points <- fast <- vectorized.
+points <- fast <- vectorized, and fast_core <- fast_numba <- fast (imported on first use,
+so `import reference` does not pay numba's import).
 
 Error model (the proof)
 -----------------------
@@ -50,7 +62,8 @@ list <= 1-2 ulps for exp/log/log1p on x86_64, numpy's own AVX512/SVML float64 ke
 are documented at <= 4 ulps. (A) is also checked at run time on first use
 (`libm_ok`: 3 x 2048 arguments against mpmath, must be within 2**-49, i.e. 16 ulps);
 if that check fails the fast path is disabled and everything goes to mpmath.
-The test suite then compares every float16 and bfloat16 input exhaustively.
+The test suite then compares every float16 and bfloat16 input exhaustively. (The numba
+kernels call no libm: their exp and log1p are proven to within 2**-50.5, inside (A).)
 
 bce_with_logits (a = |x|, e = exp(-a), k = 1 - y + p y, c = w k), as in bce_forms.py:
     loss:  V = D + T,  D = w a (1-y) [x >= 0] or w a p y [x < 0],  T = c log1p(e)
@@ -96,7 +109,14 @@ from typing import Any
 import numpy as np
 
 from . import fast_core
-from .bce_fast import BIG, DIFF_MIN, QMIN, SMALL, XMAX  # noqa: F401  (re-exported)
+from .bce_fast import (  # noqa: F401  (all but logits_interval re-exported)
+    BIG,
+    DIFF_MIN,
+    QMIN,
+    SMALL,
+    XMAX,
+    logits_interval,
+)
 from .bce_fast import logits_short as _short  # noqa: F401  (re-exported)
 from .families import BULK_ARGUMENTS, DEFAULTS, Family, FastPath, get_family
 from .fast_core import (  # noqa: F401  (re-exported: tests and audit/ use fast.<name>)
@@ -226,10 +246,12 @@ def _fast_path(op: str) -> tuple[Family, FastPath]:
     return family, family.fast
 
 
-def _prepare(family: Family, input: Any, target: Any, weight: Any, pos_weight: Any
-             ) -> tuple[tuple[int, ...], list[Any]] | None:
+def _prepare(family: Family, input: Any, target: Any, weight: Any, pos_weight: Any,
+             units: bool = True) -> tuple[tuple[int, ...], list[Any]] | None:
     """Broadcast shape and flat float64 arguments (size-1 ones as 0-d scalars), taken
-    exactly like points._points does; None when the fast path does not apply."""
+    exactly like points._points does; None when the fast path does not apply. units:
+    also turn weight arrays of ones into the scalar 1 (the numba kernels need not: they
+    check each chunk as they go)."""
     arrays = [np.asarray(v) for v in (input, target, weight, pos_weight)]
     for a in arrays:
         if a.dtype.kind == "f" and a.dtype.itemsize > 8:
@@ -245,7 +267,7 @@ def _prepare(family: Family, input: Any, target: Any, weight: Any, pos_weight: A
         a = a.astype(np.float64, copy=False)
         if a.size == 1 and i > 0:
             flat.append(np.float64(a.reshape(())))
-        elif i > 1 and a.size and a.flat[0] == 1 and np.all(a == 1):
+        elif units and i > 1 and a.size and a.flat[0] == 1 and np.all(a == 1):
             flat.append(np.float64(1.0))  # unit weights as arrays: still _short's case
         else:
             flat.append(np.broadcast_to(a, shape).ravel())
@@ -296,8 +318,21 @@ def _run(path: FastPath, grad: bool, fmt: Format | None, shape: tuple[int, ...],
         out[idx], status[idx] = res[:2]
         if v is not None:
             v[idx], width[idx] = res[2:]
-    bad = np.flatnonzero(status)
-    if fmt is not None and path.tier2 is not None and bad.size:
+    bad = _settle(path, grad, fmt, flat, out, status)
+    gen = np.concatenate([*general, rest]) if pending else None
+    return out, status, v, width, bad, gen
+
+
+def _settle(path: FastPath, grad: bool, fmt: Format | None, flat: list[Any], out: np.ndarray,
+            status: np.ndarray, bad: np.ndarray | None = None) -> np.ndarray:
+    """Tier 2 on the uncertain points (status 2), in place, and the route counters;
+    returns the indices still uncertified (status != 0), for mpmath. bad: those indices
+    after tier 2, when the caller has already run it (the numba route)."""
+    n = out.size
+    tier2 = bad is None and fmt is not None and path.tier2 is not None
+    if bad is None:
+        bad = np.flatnonzero(status)
+    if tier2 and bad.size:
         idx = bad[status[bad] == 2]
         if idx.size:
             part = [a[idx] if np.ndim(a) else a for a in flat]
@@ -306,15 +341,41 @@ def _run(path: FastPath, grad: bool, fmt: Format | None, shape: tuple[int, ...],
             if not fast_core._DISABLED:
                 out[idx[ok]] = r[ok]
                 status[idx[ok]] = 0
-                bad = np.flatnonzero(status)
+                bad = bad[status[bad] != 0]
             STATS["tier2"] += int(np.count_nonzero(ok))
     domain = int(np.count_nonzero(status[bad] == 1))
     STATS["points"] += n
     STATS["fast"] += n - bad.size
     STATS["domain"] += domain
     STATS["uncertain"] += bad.size - domain
-    gen = np.concatenate([*general, rest]) if pending else None
-    return out, status, v, width, bad, gen
+    return bad
+
+
+def _numba_route(path: FastPath) -> bool:
+    """Whether this batch takes fast_numba's fused kernels: only bce_with_logits' own hooks
+    have them (keyed on the interval hook, so a family never gets another's formula), and
+    never with the detector switched off (a test-only numpy-route switch). Imported on
+    first use: `import reference` stays free of numba's import time."""
+    if path.interval is not logits_interval or fast_core._DISABLED:
+        return False
+    from . import fast_numba
+
+    return fast_numba.enabled()
+
+
+def _run_numba(path: FastPath, grad: bool, fmt: Format, flat: list[Any], parts: bool,
+               rel_tol: float = 0.0, abs_tol: float = 0.0
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """_run's work on the numba route: (result, v, indices whose parts must come from
+    mpmath, indices still uncertified); v and those indices only with parts."""
+    from . import fast_numba
+
+    out, status, bad, v, loose, (short, tier2) = fast_numba.logits(flat, grad, fmt, parts,
+                                                                   rel_tol, abs_tol)
+    STATS["short"] += short
+    STATS["tier2"] += tier2
+    bad = _settle(path, grad, fmt, flat, out, status, bad)
+    return out, v, loose, bad
 
 
 def _args(flat: list[Any], i: int) -> tuple[float, float, float, float]:
@@ -337,19 +398,24 @@ def rounded(op: str, dtype: str, input: Any, target: Any, *, weight: Any = 1,
             pos_weight: Any = 1, grad: bool = False) -> np.ndarray:
     """Same contract as vectorized.rounded (DESIGN.md section 3), bit for bit.
 
-    Certified float64 interval evaluation for float16/bfloat16/float32; the points it
-    cannot certify (and every float64 target) go through the mpmath path. A registered
-    family without fast hooks raises ValueError (vectorized.rounded takes it to mpmath).
+    Certified float64 interval evaluation for float16/bfloat16/float32 (the numba
+    kernels where they apply, else numpy); the points it cannot certify (and every
+    float64 target) go through the mpmath path. A registered family without fast hooks
+    raises ValueError (vectorized.rounded takes it to mpmath).
     """
 
     fmt = get_format(dtype)
     family, path = _fast_path(op)
-    prepared = _prepare(family, input, target, weight, pos_weight)
+    numba = fmt.name in FAST_DTYPES and _numba_route(path)
+    prepared = _prepare(family, input, target, weight, pos_weight, units=not numba)
     if prepared is None or fmt.name not in FAST_DTYPES or not libm_ok():
         return _rounded_mpmath(op, fmt.name, input, target, weight=weight,
                                pos_weight=pos_weight, grad=grad)
     shape, flat = prepared
-    out, _, _, _, bad, _ = _run(path, grad, fmt, shape, flat, parts=False)
+    if numba:
+        out, _, _, bad = _run_numba(path, grad, fmt, flat, parts=False)
+    else:
+        out, _, _, _, bad, _ = _run(path, grad, fmt, shape, flat, parts=False)
     _round_fallbacks(op, grad, fmt, flat, out, bad)
     return out.reshape(shape)
 
@@ -413,12 +479,18 @@ def rounded_and_parts(op: str, dtype: str, input: Any, target: Any, *, weight: A
 
     fmt = get_format(dtype)
     family, path = _fast_path(op)
-    prepared = _prepare(family, input, target, weight, pos_weight)
+    numba = fmt.name in FAST_DTYPES and _numba_route(path)
+    prepared = _prepare(family, input, target, weight, pos_weight, units=not numba)
     if prepared is None or fmt.name not in FAST_DTYPES or not libm_ok():
         kw = {"weight": weight, "pos_weight": pos_weight, "grad": grad}
         return (rounded(op, dtype, input, target, **kw),
                 approx_parts(op, input, target, abs_tol=abs_tol, rel_tol=rel_tol, **kw))
     shape, flat = prepared
+    if numba:  # the same rule for `loose`, decided in the kernel
+        out, v, loose, bad = _run_numba(path, grad, fmt, flat, True, rel_tol, abs_tol)
+        _round_fallbacks(op, grad, fmt, flat, out, bad)
+        lo = _certified_parts(op, grad, flat, v, loose)
+        return out.reshape(shape), (v.reshape(shape), lo.reshape(shape))
     out, _, v, width, bad, gen = _run(path, grad, fmt, shape, flat)
     _round_fallbacks(op, grad, fmt, flat, out, bad)
     with np.errstate(invalid="ignore"):

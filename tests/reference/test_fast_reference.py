@@ -8,7 +8,11 @@ proof that the uncertainty detector matters (switching it off gives wrong answer
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
+from unittest import mock
 
 import ml_dtypes
 import numpy as np
@@ -16,10 +20,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reference import fast, fast_core, losses, vectorized
+from reference import bce_fast, fast, fast_core, fast_numba, losses, vectorized
 from reference.formats import get_format, round_to
 
 DTYPES = ("float16", "bfloat16", "float32")
+
+
+@contextlib.contextmanager
+def route(name: str) -> Iterator[None]:
+    """Run reference.fast on one route: "numba" (the fused kernels, the default where
+    numba is installed) or "numpy" (the reference implementation: BCE_AUDIT_NO_NUMBA=1)."""
+    off = {"numba": "0", "numpy": "1"}[name]
+    with mock.patch.dict(os.environ, {fast_numba.ENV_OFF: off}):
+        yield
+
+
+# every comparison with mpmath checks both routes (the numba one only where it runs here)
+ROUTES = ("numba", "numpy") if fast_numba.enabled() else ("numpy",)
 
 
 def mp_rounded(op: str, grad: bool, x, y, w=1.0, p=1.0) -> dict[str, np.ndarray]:
@@ -40,11 +57,13 @@ def assert_same(op: str, grad: bool, x, y, w=1.0, p=1.0, dtypes=DTYPES) -> None:
                 fast.rounded(op, dt, x, y, weight=w, pos_weight=p, grad=grad)
         return
     for dt in dtypes:
-        got = fast.rounded(op, dt, x, y, weight=w, pos_weight=p, grad=grad).ravel()
-        bad = np.flatnonzero(got.view(np.uint64) != want[dt].view(np.uint64))
-        assert bad.size == 0, (
-            f"{op} grad={grad} {dt}: {bad.size} disagreements, first x={np.ravel(x)[bad[0]]!r} "
-            f"fast={got[bad[0]]!r} mpmath={want[dt][bad[0]]!r}")
+        for r in ROUTES:
+            with route(r):
+                got = fast.rounded(op, dt, x, y, weight=w, pos_weight=p, grad=grad).ravel()
+            bad = np.flatnonzero(got.view(np.uint64) != want[dt].view(np.uint64))
+            assert bad.size == 0, (
+                f"{op} grad={grad} {dt} {r} route: {bad.size} disagreements, first "
+                f"x={np.ravel(x)[bad[0]]!r} fast={got[bad[0]]!r} mpmath={want[dt][bad[0]]!r}")
 
 
 def all_values(dtype) -> np.ndarray:
@@ -369,3 +388,195 @@ def test_probability_edges_and_specials():
             fast.reset_stats()
             assert_same("bce", grad, q, y, w)
             assert fast.STATS["domain"] == 0
+
+
+# --------------------------------------------------------------------------- numba route
+
+needs_numba = pytest.mark.skipif(not fast_numba.enabled(),
+                                 reason="numba not installed (the numpy route is tested)")
+
+
+def mixed_points(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """n points for bce_with_logits in every region both routes distinguish: float32 bit
+    patterns and moderate logits, hard, soft and ±0.5-tie labels, weights that are 1,
+    random, tiny, huge or 0, a few points outside the fast domain (NaN, inf, negative
+    weights, labels above 1) and a few float64 logits past 2**256."""
+    x = np.concatenate([f32_bits(rng, n // 2), (rng.standard_normal(n // 2) * 30)])
+    x = x.astype(np.float32).astype(np.float64)
+    x[rng.integers(0, n, n // 5000)] = rng.choice([2.0 ** 300, -(2.0 ** 300)], n // 5000)
+    y = rng.choice(np.array([0.0, 1.0, 0.5, 0.25, 0.3]), n)
+    soft = rng.random(n) < 0.5
+    y[soft] = rng.random(int(soft.sum())).astype(np.float32)
+    w = rng.choice(np.array([1.0, 1.5, 2.0 ** -130, 1e30, 0.0]), n, p=[0.6, 0.1, 0.1, 0.1, 0.1])
+    p = rng.choice(np.array([1.0, 3.0, 0.0, 2.0 ** 150]), n, p=[0.7, 0.1, 0.1, 0.1])
+    odd = rng.integers(0, n, n // 2000)  # outside the domain: mpmath decides these
+    w[odd[: odd.size // 2]] = -1.0
+    y[odd[odd.size // 2:]] = 1.5
+    y[rng.integers(0, n, n // 1000)] = np.nan
+    return x, y, w, p
+
+
+@needs_numba
+@pytest.mark.parametrize("grad", [False, True], ids=["loss", "grad"])
+def test_numba_route_equals_numpy_route(grad):
+    """The fused kernels (short route, general interval, tier 2) against the numpy
+    reference implementation: 600k points, each with hard labels and unit weights (the
+    short route's batches), soft labels and unit weights (the general interval and tier
+    2), arrays of weights and pos_weights, arrays of ones with a few other values, and a
+    scalar weight with an array of pos_weights, in every dtype: identical bits (9M
+    results per quantity)."""
+    rng = np.random.default_rng(11)
+    x, y, w, p = mixed_points(rng, 600_000)
+    hard = rng.integers(0, 2, x.size).astype(np.float64)
+    ones = np.ones(x.size)  # arrays of ones: the kernels find the unit chunks themselves
+    some = ones.copy()
+    some[::70_000] = 2.0
+    for dt in DTYPES:
+        for args in ((x, hard, 1.0, 1.0), (x, y, 1.0, 1.0), (x, y, w, p),
+                     (x, hard, ones, some), (x, y, 1.0, p)):
+            got = {}
+            for r in ("numba", "numpy"):
+                with route(r):
+                    fast.reset_stats()
+                    got[r] = fast.rounded("bce_with_logits", dt, args[0], args[1],
+                                          weight=args[2], pos_weight=args[3], grad=grad)
+                    assert fast.STATS["points"] == x.size
+            bad = np.flatnonzero(got["numba"].view(np.uint64) != got["numpy"].view(np.uint64))
+            assert bad.size == 0, (dt, [tuple(np.broadcast_to(a, x.shape)[bad[0]]
+                                              for a in args)], got["numba"][bad[0]],
+                                   got["numpy"][bad[0]])
+
+
+@needs_numba
+@pytest.mark.parametrize("grad", [False, True], ids=["loss", "grad"])
+def test_numba_parts_meet_the_contract(grad):
+    """rounded_and_parts on the numba route: the same rounding as the numpy route, and
+    parts within rel_tol/2 |V| + abs_tol of the exact value (both routes meet that bound,
+    so they are within twice it of each other; the exact parts are checked on a sample)."""
+    rng = np.random.default_rng(12)
+    x, y, w, p = mixed_points(rng, 400_000)
+    kw = {"grad": grad, "abs_tol": 2.0 ** -189, "rel_tol": 2.0 ** -30}
+    for args in ((x, rng.integers(0, 2, x.size).astype(np.float64), 1.0, 1.0), (x, y, w, p)):
+        res = {}
+        for r in ("numba", "numpy"):
+            with route(r):
+                res[r] = fast.rounded_and_parts("bce_with_logits", "float32", args[0],
+                                                args[1], weight=args[2], pos_weight=args[3],
+                                                **kw)
+        (a, (ha, la)), (b, (hb, lb)) = res["numba"], res["numpy"]
+        assert np.array_equal(a.view(np.uint64), b.view(np.uint64))
+        assert np.array_equal(np.isnan(ha), np.isnan(hb))
+        fin = np.isfinite(hb)
+        assert np.array_equal(ha[~fin & ~np.isnan(hb)], hb[~fin & ~np.isnan(hb)])
+        diff = np.abs((ha[fin] - hb[fin]) + (la[fin] - lb[fin]))
+        assert np.all(diff <= kw["rel_tol"] * np.abs(hb[fin]) + 2 * kw["abs_tol"])
+        i = rng.choice(x.size, 300, replace=False)
+        sel = [np.broadcast_to(v, x.shape)[i] for v in args]
+        eh, el = vectorized.exact_parts("bce_with_logits", sel[0], sel[1], weight=sel[2],
+                                        pos_weight=sel[3], grad=grad)
+        fe = np.isfinite(eh)
+        err = np.abs((ha[i][fe] - eh[fe]) + (la[i][fe] - el[fe]))
+        assert np.all(err <= kw["rel_tol"] / 2 * np.abs(eh[fe]) + kw["abs_tol"])
+
+
+@needs_numba
+def test_numba_grading_equals_numpy_grading():
+    """audit.grading.grade's fused kernel against its numpy implementation, every output
+    bit for bit: observed values near, on and far from the expected ones, NaN, ±inf, ±0,
+    wrong signs, subnormals, values outside the dtype (numpy's cast decides those)."""
+    from audit.grading import grade
+
+    rng = np.random.default_rng(13)
+    n = 1_000_000
+    for dt in DTYPES:
+        fmt = get_format(dt)
+        exact = np.concatenate([f32_bits(rng, n // 2), rng.standard_normal(n // 2)])
+        exact[rng.integers(0, n, n // 100)] = 0.0
+        expected = fast.round_array(np.where(np.isfinite(exact), exact, 1.0), fmt)
+        hi = exact.copy()
+        lo = np.ldexp(rng.standard_normal(n), -60) * np.abs(np.nan_to_num(hi))
+        obs = expected.copy()
+        k = rng.integers(0, n, (7, n // 20))
+        obs[k[0]] = fast.round_array(obs[k[0]] * (1 + rng.normal(0, 1e-3, k.shape[1])), fmt)
+        obs[k[1]] = np.nan
+        obs[k[2]] = rng.choice([np.inf, -np.inf], k.shape[1])
+        obs[k[3]] = rng.choice([0.0, -0.0], k.shape[1])
+        obs[k[4]] *= -1
+        obs[k[5]] = fast.round_array(np.ldexp(rng.random(k.shape[1]), fmt.emin), fmt)
+        obs[k[6][:100]] = 1.0 + 2.0 ** -40  # not a member of any of these dtypes
+        expected[rng.integers(0, n, 1000)] = np.nan
+        expected[rng.integers(0, n, 1000)] = np.inf
+        for budget in (1.0, 4.0):
+            got = {}
+            for r in ("numba", "numpy"):
+                with route(r):
+                    got[r] = grade(obs, expected, hi, lo, dt, budget)
+            for field in ("code", "ulp", "ordinal"):
+                a, b = getattr(got["numba"], field), getattr(got["numpy"], field)
+                assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), (dt, field)
+            assert len(set(got["numba"].code.tolist())) >= 6
+
+
+@needs_numba
+def test_numba_math_functions_within_their_proven_bounds():
+    """exp_neg and log1p_unit (fast_numba's own, branch-free) against mpmath at the ends
+    of their reduced ranges, where the truncation and rounding bounds are reached, and the
+    constants the proof relies on."""
+    from mpmath import mp, mpf
+
+    assert (fast_numba.XMAX, fast_numba.BIG) == (bce_fast.XMAX, bce_fast.BIG)
+    hi_bits = np.float64(fast_numba.LN2_HI).view(np.uint64)
+    assert int(hi_bits) & ((1 << 21) - 1) == 0  # 32 significant bits: k LN2_HI exact
+    with mp.workprec(200):
+        assert abs(mpf(fast_numba.LN2_HI) + mpf(fast_numba.LN2_LO) - mp.log(2)) < mpf(2) ** -86
+    half = math.log(2) / 2
+    k = np.arange(0, 1011, dtype=np.float64)
+    t = np.concatenate([k * math.log(2) + half * (1 - 1e-9), k * math.log(2) - half * (1 - 1e-9),
+                        np.random.default_rng(14).uniform(0, 700, 4000), [0.0, 700.0]])
+    t = t[(t >= 0) & (t <= 700)]
+    e = np.concatenate([[0.0, 1.0, 2.0 ** -1011, 1 - 2.0 ** -53],
+                        np.random.default_rng(15).uniform(0.9, 1, 2000),
+                        np.ldexp(1.0, -np.arange(0, 1012))])
+    ge, gl = np.empty_like(t), np.empty_like(e)
+    fast_numba._math_kernel(t, e, ge, gl)
+    bound = mpf(2) ** mpf(-50.5)
+    with mp.workprec(120):
+        for g, z in zip(ge.tolist(), t.tolist(), strict=True):
+            want = mp.exp(-mpf(z))
+            assert abs(mpf(g) - want) <= bound * want, z
+        for g, z in zip(gl.tolist(), e.tolist(), strict=True):
+            want = mp.log1p(mpf(z))
+            assert abs(mpf(g) - want) <= bound * want, z
+    assert fast_numba.math_ok()
+
+
+@needs_numba
+def test_numba_route_switches_off(monkeypatch):
+    """BCE_AUDIT_NO_NUMBA=1, a failed self-check of the compiled math, or the detector
+    switched off: the numpy route, with the same answers."""
+    x = np.linspace(-50, 50, 4096)
+    path = fast.get_family("bce_with_logits").fast
+    want = fast.rounded("bce_with_logits", "float32", x, 1.0)
+    assert fast._numba_route(path)
+    assert not fast._numba_route(fast.get_family("bce").fast)  # bce has no kernels here
+    with route("numpy"):
+        assert not fast._numba_route(path)
+    monkeypatch.setattr(fast_numba, "math_ok", lambda: False)
+    assert not fast._numba_route(path)
+
+    def refuse(*a, **k):
+        raise AssertionError("the numba route ran")
+
+    monkeypatch.setattr(fast_numba, "logits", refuse)
+    got = fast.rounded("bce_with_logits", "float32", x, 1.0)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+    monkeypatch.undo()
+    monkeypatch.setattr(fast_core, "_DISABLED", True)
+    assert not fast._numba_route(path)
+    monkeypatch.undo()
+    try:  # one thread per launch (processes that run one per core): the same answers
+        fast_numba.configure(threads=1)
+        got = fast.rounded("bce_with_logits", "float32", x, 1.0)
+    finally:
+        fast_numba.configure(threads=None)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))

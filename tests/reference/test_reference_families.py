@@ -21,7 +21,7 @@ from reference import engine, exact, families, fast, losses, vectorized
 from reference.families import FAMILIES, Family, get_family, register_family
 
 PACKAGE = Path(reference.__file__).parent
-ALLOWED_THIRD_PARTY = {"mpmath", "numpy", "ml_dtypes", "gmpy2"}
+ALLOWED_THIRD_PARTY = {"numba", "mpmath", "numpy", "ml_dtypes", "gmpy2"}
 
 
 # --------------------------------------------------------------------------- import graph
