@@ -13,7 +13,6 @@ and keeps the finished ones.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -69,7 +68,7 @@ def sweep_dask(subject_name: str, dtype: str, *, workers: int | None = None,
     `parts` gets one progress entry per piece (done = 0 for a piece a stop cancelled)."""
     from dask.distributed import as_completed
 
-    from audit.sweep import _rename, merge_records, shard_extent
+    from audit.sweep import _progress, _rename, merge_records, shard_extent
 
     if (workers is None) == (scheduler is None):
         raise ValueError("give exactly one of workers (a local cluster) and scheduler")
@@ -91,8 +90,10 @@ def sweep_dask(subject_name: str, dtype: str, *, workers: int | None = None,
         stream = as_completed(list(futures))
         for future in stream:
             done[futures[future]] = future.result()
-            if progress:
-                _progress(subject_name, dtype, done, extent, began)
+            if progress:  # inputs of the finished pieces
+                _progress(f"sweep {subject_name} {dtype} on dask ({len(done)}/{len(subs)} "
+                          f"pieces)", sum(p["done"] for _, p in done.values()),
+                          sum(extent.values()), began)
             if should_stop is not None and should_stop():
                 for f in futures:
                     f.cancel()
@@ -111,12 +112,3 @@ def sweep_dask(subject_name: str, dtype: str, *, workers: int | None = None,
     recs = [r for j in sorted(done) for r in done[j][0]]
     return _rename(merge_records(recs) if recs else [], subject_name, i, n, prog)
 
-
-def _progress(subject_name: str, dtype: str, done: dict, extent: dict, began: float) -> None:
-    finished = sum(p["done"] for _, p in done.values())
-    total = sum(extent.values())
-    rate = finished / max(time.perf_counter() - began, 1e-9)
-    left = (total - finished) / rate if rate else math.inf
-    print(f"\rsweep {subject_name} {dtype} on dask: {len(done)}/{len(extent)} pieces, "
-          f"{finished:,}/{total:,} inputs, {rate:,.0f}/s, ~{left:,.0f} s left",
-          end="", file=sys.stderr, flush=True)
