@@ -58,7 +58,7 @@ masking); label smoothing finite in [0, 1]; weights and probabilities finite (or
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -67,6 +67,7 @@ import numpy as np
 from mpmath import libmp
 
 from . import exact
+from .engine import ReferenceUncertainError
 from .exact import INF, NAN, NINF, ONE, ZERO, Tuple
 from .focal import _ineg
 from .softmax_core import (
@@ -222,13 +223,28 @@ def grad_values(ls: list[Tuple], tg: Target | None, which: Sequence[int] | None 
             out.append(represent(_neg(a)))
         elif not f.negs:  # equal finite logits: softmax is exactly 1/n
             out.append(represent(frac(w) / len(fin) - frac(a)))
-        elif j == f.top:  # (W - a_M) - W S/(1+S)
-            out.append(f.certify(frac(w) - frac(a),
-                                 lambda q: _ineg(scaled(w, f.s_ratio(q), q + 8)), what))
-        else:  # -a_j + W exp(d_j)/(1+S)
-            out.append(f.certify(_neg(a), lambda q, j=j: scaled(w, f.softmax(j, q), q + 8),
-                                 what))
+        else:
+            out.append(_grad_at(f, j, w, a, what))
     return out
+
+
+def _grad_at(f: Finite, j: int, w: Number, a: Number, what: Callable[[], str]) -> Tuple:
+    try:
+        if j == f.top:  # (W - a_M) - W S/(1+S)
+            return f.certify(frac(w) - frac(a),
+                             lambda q: _ineg(scaled(w, f.s_ratio(q), q + 8)), what)
+        # -a_j + W exp(d_j)/(1+S)
+        return f.certify(_neg(a), lambda q: scaled(w, f.softmax(j, q), q + 8), what)
+    except ReferenceUncertainError:
+        if f.d[j] != ZERO or not f.ones:
+            raise
+    # A class tied at the top with n others while every other logit is so far below that
+    # S = n + delta rounds to n at every precision ([0, 0, -1e10]): the value is a
+    # rational a hair from a dyadic (1/2 - exp(-1e10)/4), so split S exactly:
+    # W/(1+S) = W/(1+n) - W delta/((1+n)(1+n+delta)), the same for W S/(1+S) reversed.
+    n = f.ones
+    base = frac(w) / (1 + n) - frac(a) if j != f.top else frac(w) - frac(a) - frac(w) * n / (1 + n)
+    return f.certify(base, lambda q: _ineg(scaled(w, f.tied_excess(q), q + 8)), what)
 
 
 def logsumexp_value(ls: list[Tuple]) -> Tuple:

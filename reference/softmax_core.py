@@ -255,6 +255,24 @@ class Finite:
         (lo, hi), (olo, ohi) = self.s(q), self.one_plus_s(q)
         return libmp.mpf_div(lo, ohi, p, _F), libmp.mpf_div(hi, olo, p, _C)
 
+    def tied_excess(self, q: int) -> Interval:
+        """delta / ((1 + n)(1 + n + delta)), delta = sum_k exp(d_k) over d_k < 0 and n the
+        other classes tied at the top (S = n + delta), every term evaluated: the amount by
+        which S/(1+S) exceeds, and a tied class's softmax falls short of, the rational
+        n/(1+n) and 1/(1+n). Only used when every d_k < 0 lies below the summation cut,
+        where the ordinary forms see S = n exactly."""
+        p = q + 8
+        lo = hi = ZERO
+        for v in self.negs:
+            r = self._exp(v, p)
+            sl = _slack(r, p)
+            lo = _add(lo, exact.sub(r, sl), p, _F)
+            hi = _add(hi, exact.add(r, sl), p, _C)
+        one = libmp.from_int(1 + self.ones)
+        den = (libmp.mpf_mul(one, _add(one, lo, p, _F), p, _F),
+               libmp.mpf_mul(one, _add(one, hi, p, _C), p, _C))
+        return libmp.mpf_div(lo, den[1], p, _F), libmp.mpf_div(hi, den[0], p, _C)
+
     def softmax(self, j: int, q: int) -> Interval:
         """exp(d_j) / (1 + S)."""
         if j == self.top:

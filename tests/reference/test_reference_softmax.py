@@ -397,6 +397,39 @@ def test_exact_parts_on_a_tie_are_decided_by_the_tail(monkeypatch):
     assert reference.round_to(-TIE16, "float16") == -(1 + 2.0**-9)
 
 
+@pytest.mark.parametrize("far", [-1e10, -1e300, -3000.0])
+@pytest.mark.parametrize("tied", [2, 3, 4])
+def test_classes_tied_at_the_top_beside_a_far_logit(monkeypatch, far, tied):
+    """[0]*n + [far]: S = n - 1 + exp(far) sums to the integer n - 1 at every precision,
+    so each tied class's gradient is the rational W/n - a_j (or its top form) a hair
+    away (1/2 - exp(-1e10)/4 for n = 2): split exactly, certified at the first precision.
+    Checked against the textbook formula at enough bits to resolve exp(-3000), and on a
+    float16 tie (weight 2 TIE16 / n: the tie minus a hair rounds down, not to even)."""
+    monkeypatch.setattr(softmax_core, "MAX_PRECISION", 2 * softmax_core.START_PRECISION)
+    row = [0.0] * tied + [far]
+    for target in [0, tied - 1, tied, [1 / tied] * tied + [0.0]]:
+        grads = reference.cross_entropy_grad(row, target)
+        if far == -3000.0:
+            with mp.workprec(9000):
+                ls = [mpf(v) for v in row]
+                z = mpmath.fsum(mpmath.exp(v) for v in ls)
+                t = [Fraction(int(j == target)) for j in range(tied + 1)] \
+                    if isinstance(target, int) else [to_fraction(v) for v in target]
+                want = [_mp(sum(t)) * mpmath.exp(ls[j]) / z - _mp(t[j]) for j in range(tied + 1)]
+            for g, w in zip(grads, want, strict=True):
+                with mp.workprec(9000):
+                    assert w == 0 or abs(g / w - 1) < mpf(2) ** -100, (row, target, g, w)
+        assert all(g != 0 for g in grads[:tied])  # a hair off the rational, never on it
+        assert (grads[tied] < 0) == (target == tied)
+    if tied == 2:  # weight 2 TIE16 on class 0: grad_1 = 2 TIE16/(2 + delta) = TIE16 - a hair
+        g = reference.cross_entropy_grad(row, 0, weight=[2 * TIE16, 1.0, 1.0])
+        assert reference.round_to(g[1], "float16") == 1 + 2.0**-10
+        assert reference.round_to(g[0], "float16") == -(1 + 2.0**-9)
+        soft = reference.cross_entropy_grad(row, [0.5, 0.5, 0.0])
+        assert soft[0] < 0 and soft[1] < 0 and soft[2] > 0
+        assert soft[0] == soft[1] and abs(soft[0] + soft[2] / 2) <= abs(soft[2]) * 2.0**-50
+
+
 def _hard_rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows [0, -v], label 1, with v a float32 tie (a float32 plus half its ulp,
     40 <= v <= 2**20): the loss is v + log1p(exp(-v)), log_softmax[1] = -v - log1p(...),
