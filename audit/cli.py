@@ -47,7 +47,8 @@ def cmd_subjects(argv: list[str]) -> int:
     _Parser(prog="python -m audit subjects").parse_args(argv)
     print("devices: cpu (available), cuda (" + (runners.cuda_hint() or "may be available: "
                                                 "the framework decides") + ")")
-    for s in subjects.SUBJECTS.values():
+    # the row subjects (one row of K logits a point: probe --logits) after the scalar ones
+    for s in [*subjects.SUBJECTS.values(), *subjects.ROW_SUBJECTS.values()]:
         missing = runners.get(s.framework).missing()
         state = "available" if missing is None else f"skipped: {missing}"
         extras = [a for a, ok in (("weight", s.weight), ("pos_weight", s.pos_weight)) if ok]
@@ -245,6 +246,10 @@ def _dispatch(argv: list[str]) -> int:
     if command == "subjects":
         return cmd_subjects(rest)
     if command == "probe":
+        from audit import softmax_probe
+
+        if softmax_probe.wants(rest):  # a row of logits (DESIGN.md section 10)
+            return softmax_probe.cmd_probe(rest)
         return cmd_probe(rest)
     if command == "compare":
         from audit import compare

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.batch import Batch
+from audit.batch import ROW_VARIABLES, Batch
 from audit.regions import thresholds
 from reference.formats import get_format
 
@@ -223,7 +223,8 @@ def _contract(entry: dict, seen: set[str]) -> Contract:
                  reductions=_tuple(entry.get("reductions", "*")),
                  executions=_tuple(entry.get("executions", ["eager", "autocast_*"])),
                  link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
-    c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1)},
+    c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1),
+                **{n: np.zeros(1) for n in ROW_VARIABLES}},
                "float32")  # validates the expression now, not mid-run
     return c
 
