@@ -27,6 +27,7 @@ from audit.checks import Case, reference_values, run_framework
 from audit.grading import grade
 
 OP = "bce_with_logits"
+ROW_K = 10  # classes per row of the cross-entropy figures
 
 
 def interleaved(cands: dict[str, tuple[int, Callable[[], object]]], rounds: int,
@@ -97,6 +98,17 @@ def _sweep_16bit_all() -> tuple[float, int]:
     return time.perf_counter() - start, done
 
 
+def softmax_rows(points: int, seed: int = 2027) -> tuple[np.ndarray, np.ndarray]:
+    """points / ROW_K float32 rows of ROW_K logits (spread N(0, 4), one logit in eight
+    pushed to +-30, a class index each): the cross-entropy bench's input."""
+    rng = np.random.default_rng(seed)
+    n = max(1, points // ROW_K)
+    rows = rng.normal(0, 4, (n, ROW_K))
+    far = rng.random((n, ROW_K)) < 1 / 8
+    rows[far] = rng.choice([-30.0, 30.0], far.sum())
+    return rows.astype(np.float32).astype(np.float64), rng.integers(0, ROW_K, n)
+
+
 def figures(rates: dict[str, float], points: int, rounds: int, workers: int) -> dict:
     """DESIGN.md section 11's JSON object: the side-by-side rates of one run and their
     ratios (pipeline: the best of its thread counts)."""
@@ -112,6 +124,10 @@ def figures(rates: dict[str, float], points: int, rounds: int, workers: int) -> 
         "fast_vs_framework": out["fast_pts_per_s"] / fw if fw else None,
         "framework_vs_pipeline": fw / pipeline if fw and pipeline else None,
         "soft_grad_vs_mpmath": out["fast_soft_grad_pts_per_s"] / out["mpmath_pts_per_s"],
+        "cross_entropy_rows_per_s": {
+            "classes": ROW_K, "mpmath": rates.get(f"cross_entropy rows of {ROW_K}, mpmath"),
+            "fast": rates.get(f"cross_entropy rows of {ROW_K}, fast"),
+            "fast_grad": rates.get(f"cross_entropy rows of {ROW_K}, fast, gradients")},
         "points": points, "rounds": rounds, "cores": workers,
         "rates": dict(rates)})
     return out
@@ -120,7 +136,8 @@ def figures(rates: dict[str, float], points: int, rounds: int, workers: int) -> 
 def run(points: int, mpmath_points: int, rounds: int, min_time: float,
         sweeps: str = "all", as_json: bool = False) -> None:
     """Print the table (and with `as_json`, DESIGN.md section 11's object as the last line)."""
-    from reference import fast, losses, vectorized
+    import reference
+    from reference import fast, losses, rounded_cross_entropy, vectorized
     from reference.formats import round_to
 
     pts = inputs(points)
@@ -141,6 +158,17 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float,
         "reference, fast: rounded, soft-label grads": (points, lambda: fast.rounded(
             OP, "float32", x, soft, grad=True)),
     }
+    rows, labels = softmax_rows(points)
+    mr = max(1, m // ROW_K)  # the same mpmath time budget in logits as the BCE one
+    cands.update({
+        f"cross_entropy rows of {ROW_K}, mpmath": (mr, lambda: [round_to(
+            reference.cross_entropy(r.tolist(), int(c)), "float32")
+            for r, c in zip(rows[:mr], labels[:mr], strict=True)]),
+        f"cross_entropy rows of {ROW_K}, fast": (len(rows), lambda: rounded_cross_entropy(
+            "float32", rows, labels)),
+        f"cross_entropy rows of {ROW_K}, fast, gradients": (len(rows), lambda:
+            rounded_cross_entropy("float32", rows, labels, grad=True)),
+    })
     torch_s = None
     for fw in runners.names():
         if f"{fw}.{OP}" not in subjects.SUBJECTS:
@@ -172,9 +200,12 @@ def run(points: int, mpmath_points: int, rounds: int, min_time: float,
           f"hard targets 0/1 unless noted; mpmath on the first {m:,}; best of {rounds} "
           f"interleaved rounds of >= {min_time:g} s; {workers} cores; frameworks with their "
           "own thread pools:")
-    base = rates["reference, mpmath"]
+    row_base = rates[f"cross_entropy rows of {ROW_K}, mpmath"]
     for k, v in rates.items():
-        print(f"  {k:44s} {v:>14,.0f}   x{v / base:>9,.1f} vs mpmath")
+        rows_ = k.startswith("cross_entropy rows")  # rows/s, against mpmath's rows/s
+        base = row_base if rows_ else rates["reference, mpmath"]
+        print(f"  {k:44s} {v:>14,.0f}{' rows/s' if rows_ else ''}   x{v / base:>9,.1f} "
+              f"vs mpmath")
     print("  fast reference routes (share certified by the short path / sent to mpmath): "
           + "; ".join(f"{k} {a:.2%} / {b:.4%}" for k, (a, b) in routes.items()))
     if torch_s is not None:

@@ -40,6 +40,9 @@ def _piece(subject_name: str, dtype: str, kwargs: dict, modules: list[str]
     return records, parts[0]
 
 
+CONNECT_TIMEOUT = "20s"  # how long a --scheduler gets to answer before the usage error
+
+
 def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     """(client, cluster or None): a LocalCluster of `workers` single-threaded processes,
     or a client of the scheduler at `scheduler`."""
@@ -50,7 +53,7 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     dask.config.set({"distributed.worker.daemon": False})
     if scheduler is not None:
         try:
-            return Client(scheduler, timeout="20s"), None
+            return Client(scheduler, timeout=CONNECT_TIMEOUT), None
         except (OSError, TimeoutError, ValueError) as e:
             raise SchedulerUnreachable(f"cannot use the Dask scheduler at {scheduler!r}: "
                                        f"{str(e).splitlines()[0] if str(e) else e!r}") from None

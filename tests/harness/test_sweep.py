@@ -252,7 +252,19 @@ def test_bench_json_has_the_design_keys_measured_in_one_run(capsys):
         assert doc[key] > 0, key
     assert doc["fast_vs_framework"] == doc["fast_pts_per_s"] / doc["framework_pts_per_s"]
     assert doc["rates"]["reference, mpmath"] == doc["mpmath_pts_per_s"]
+    rows = doc["cross_entropy_rows_per_s"]
+    assert rows["classes"] == 10 and all(rows[k] > 0 for k in ("mpmath", "fast", "fast_grad"))
+    assert " rows/s " in out
     assert "exhaustive" not in out  # --sweeps none
+
+
+def test_bench_rows_are_float32_rows_with_class_indices():
+    from audit.bench import ROW_K, softmax_rows
+
+    rows, labels = softmax_rows(1000)
+    assert rows.shape == (1000 // ROW_K, ROW_K) and labels.shape == (rows.shape[0],)
+    assert np.array_equal(rows, rows.astype(np.float32).astype(np.float64))
+    assert ((labels >= 0) & (labels < ROW_K)).all() and (np.abs(rows) == 30).any()
 
 
 def test_interleaved_rates_are_best_rounds():

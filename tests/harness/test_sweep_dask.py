@@ -46,9 +46,11 @@ def test_a_local_cluster_sweep_equals_one_process(tmp_path: Path) -> None:
         assert r["test_id"] == by[r["quantity"]]["test_id"]
 
 
-def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
+def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    from audit import sweep_dask
     from audit.cli import main
 
+    monkeypatch.setattr(sweep_dask, "CONNECT_TIMEOUT", "2s")  # nothing listens on port 9
     capsys.readouterr()
     rc = main(["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--quiet",
                "--out", str(tmp_path / "x"), "--scheduler", "tcp://127.0.0.1:9"])
