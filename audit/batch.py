@@ -17,7 +17,8 @@ import numpy as np
 # Region variables of the row families (audit/softmax_family.variables: one row of K
 # logits per point); contracts accept them in regions besides x, y, w, p.
 ROW_VARIABLES = ("k", "x_max", "x_min", "x_spread", "masked", "pinf", "nans", "xl", "margin",
-                 "e", "j", "xj", "dj", "on_label", "pj")
+                 "e", "j", "xj", "dj", "on_label", "pj",
+                 "rows", "ignored", "den", "total")  # the reduced check's, per batch
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ IGNORE_INDEX = -100  # torch's and paddle's default ignore_index
 # search in CI_ROW_DTYPES
 CI_DTYPES = {"label": ("float16", "bfloat16", "float32", "float64"),
              "probs": ("float16", "float32"), "weighted": ("float32",),
-             "smoothed": ("float32",), "ignored": ("float32",)}
+             "smoothed": ("float32",), "ignored": ("float32",),
+             "reduced": ("float16", "float32")}
 CI_ROW_DTYPES = ("float16", "float32")
 VOCAB = 100_000  # the vocabulary-sized row
 CLASS_COUNTS = (2, 3, 10, 1000, VOCAB)
@@ -68,6 +69,8 @@ CHECKS: dict[str, tuple[str, str]] = {
     "weighted": ("loss", "weighted"), "weighted_grads": ("grad", "weighted"),
     "smoothed": ("loss", "smoothed"), "smoothed_grads": ("grad", "smoothed"),
     "ignored": ("loss", "ignored"), "ignored_grads": ("grad", "ignored"),
+    # fixed batches of rows, each reduced by the framework (audit/softmax_reduced.py)
+    "reduced": ("loss", "reduced"),
 }
 
 FAMILIES: dict[str, RowFamily] = {f.name: f for f in (
@@ -82,7 +85,10 @@ NOT_TAKEN: dict[str, dict[str, str]] = {
         "weighted": "tf.nn.(sparse_)softmax_cross_entropy_with_logits take no class weights",
         "smoothed": "tf.nn.(sparse_)softmax_cross_entropy_with_logits take no label "
                     "smoothing (keras.cross_entropy's categorical_crossentropy does)",
-        "ignored": "tf.nn.sparse_softmax_cross_entropy_with_logits has no ignore index"},
+        "ignored": "tf.nn.sparse_softmax_cross_entropy_with_logits has no ignore index",
+        "reduced": "tf.nn.(sparse_)softmax_cross_entropy_with_logits return per-example "
+                   "losses: no reduction argument (keras.cross_entropy's Loss classes "
+                   "reduce)"},
     "keras.cross_entropy": {
         "weighted": "keras' (sparse_)categorical_crossentropy take no class weights "
                     "(class_weight is a Model.fit argument)"},
@@ -90,7 +96,9 @@ NOT_TAKEN: dict[str, dict[str, str]] = {
         "weighted": "optax.softmax_cross_entropy(_with_integer_labels) take no class weights",
         "smoothed": "optax's cross-entropies take no label smoothing (optax.smooth_labels "
                     "forms the smoothed target in the dtype first: another computation)",
-        "ignored": "optax.softmax_cross_entropy_with_integer_labels has no ignore index"},
+        "ignored": "optax.softmax_cross_entropy_with_integer_labels has no ignore index",
+        "reduced": "optax.softmax_cross_entropy(_with_integer_labels) return per-example "
+                   "losses: no reduction argument"},
 }
 
 
@@ -130,6 +138,8 @@ def not_taken(subject: Subject, check: str) -> str | None:
     if subject.module and not subject.module.startswith("audit.subjects.") and \
             kind not in ("label", "probs"):
         return f"{subject.name} is a user's row subject: graded with labels and probabilities"
+    if kind == "reduced" and set(subject.reductions) == {"none"}:
+        return f"{subject.name} declares no reduction (reductions: none)"
     return None
 
 
@@ -688,6 +698,7 @@ class RowCase:
     dtype: str
     device: str = "cpu"
     label_smoothing: float = DEFAULT_SMOOTHING
+    reduction: str = "none"  # the `reduced` check's (the framework's name for it)
 
     @property
     def quantity(self) -> str:
@@ -695,7 +706,8 @@ class RowCase:
 
     @property
     def id(self) -> str:
-        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}"
+        red = "" if self.reduction == "none" else f" reduction={self.reduction}"
+        return f"{self.subject}[{self.dtype}-{self.device}] {self.check}{red}"
 
 
 @dataclass

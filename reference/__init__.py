@@ -21,6 +21,7 @@ from .families import focal_op, focal_prob_op
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
 from .softmax import cross_entropy, cross_entropy_grad, log_softmax, logsumexp
 from .softmax_fast import rounded_cross_entropy, rounded_log_softmax, rounded_logsumexp
+from .softmax_reduce import cross_entropy_reduce
 from .vectorized import exact_parts, rounded
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "bits_error",
     "cross_entropy",
     "cross_entropy_grad",
+    "cross_entropy_reduce",
     "exact_parts",
     "focal_op",
     "focal_prob_op",

@@ -32,7 +32,8 @@ there Ziv's escalation pays.
 
 How each value is certified (Ziv's loop, intervals, the sticky tail of values like
 1e10 + exp(-1e10)): softmax_core.py. The bulk entry points with their vectorized
-certified float64 path: softmax_fast.py.
+certified float64 path: softmax_fast.py. Means and sums over a batch of rows, certified
+as one value: softmax_reduce.py.
 
 Limits (the other arguments fixed; NaN in any logit, probability or weight gives NaN)
 -------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import mpmath
 import numpy as np
@@ -160,35 +161,54 @@ def _divergent(signs: set[int]) -> Tuple | None:
     return (INF if signs.pop() > 0 else NINF) if len(signs) == 1 else NAN
 
 
-def loss_value(ls: list[Tuple], tg: Target | None) -> Tuple:
-    """Certified representative of the cross-entropy of one parsed row."""
+class LossForm(NamedTuple):
+    """A row's loss as d + w log1p(S), S the sum of its Finite f; f None: the loss is d
+    itself (exact, or a limit: a special tuple)."""
+
+    d: Number
+    w: Number = ZERO
+    f: Finite | None = None
+
+
+def loss_form(ls: list[Tuple], tg: Target | None) -> LossForm:
+    """The exact part and tail of the cross-entropy of one parsed row (reductions sum
+    these before certifying)."""
     if tg is None:
-        return ZERO
+        return LossForm(ZERO)
     if NAN in ls:
-        return NAN
+        return LossForm(NAN)
     pos, neg, fin = _split(ls)
     if not pos and not fin:
-        return NAN
+        return LossForm(NAN)
     w = tg.total()
     signs = {sign(tg.a(j)) for j in neg} - {0}
     if pos:
         on_pos = [tg.a(j) for j in pos]
         if len(pos) > 1 and any(sign(a) for a in on_pos):
             every = all(sign(tg.a(j)) >= 0 for j in range(tg.k))
-            return INF if every and sign(frac(w) - sum(map(frac, on_pos))) > 0 else NAN
+            return LossForm(INF if every and sign(frac(w) - sum(map(frac, on_pos))) > 0
+                            else NAN)
         big = frac(w) - sum(map(frac, on_pos))  # A, the coefficient of l_a -> +inf
         limit = _divergent(signs | ({(big > 0) - (big < 0)} - {0}))
         if limit is not None:
-            return limit
-        return represent(_neg(tg.combo(fin)) if fin else ZERO)
+            return LossForm(limit)
+        return LossForm(_neg(tg.combo(fin)) if fin else ZERO)
     limit = _divergent(signs)
     if limit is not None:
-        return limit
+        return LossForm(limit)
     f = Finite(fin)
     dd = tg.combo({j: exact.neg(v) for j, v in f.d.items()})
     if f.exact or sign(w) == 0:
-        return represent(dd)
-    return f.certify(dd, lambda q: scaled(w, f.log1p_s(q), q + 8),
+        return LossForm(dd)
+    return LossForm(dd, w, f)
+
+
+def loss_value(ls: list[Tuple], tg: Target | None) -> Tuple:
+    """Certified representative of the cross-entropy of one parsed row."""
+    d, w, f = loss_form(ls, tg)
+    if f is None:
+        return represent(d)
+    return f.certify(d, lambda q: scaled(w, f.log1p_s(q), q + 8),
                      lambda: f"loss of logits {_show(ls)}")
 
 

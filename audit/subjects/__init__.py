@@ -68,6 +68,10 @@ class Subject:
     module: str = ""  # where it was registered: a user's subject module needs to be named
     # takes `label_smoothing=E` in its call (graded against the exact smoothed target)
     label_smoothing: bool = False
+    # row subjects' reductions (audit/softmax_reduced.py): reduction -> batch kind
+    # ("label", "weighted", "probs") -> what that mean divides by (the denominator of
+    # reference.cross_entropy_reduce); a reduction not listed is a sum
+    denominators: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
 
     @property
     def op(self) -> str:

@@ -46,18 +46,29 @@ def _no_kernel(kernel: str) -> tuple[tuple[str, str, str], ...]:
                  for d in ("float16", "bfloat16"))
 
 
+# reduction='mean' (python/paddle/nn/functional/loss.py, measured on 3.3.1): with
+# weight= the sum of the targets' class weights over the rows not ignored; without it
+# mean_all, N, an ignored row included (the ignore-aware count is used only for
+# ignore_index >= 0; the default -100 still zeroes the row's loss)
+REDUCTIONS = ("none", "mean", "sum")
+DENOMINATORS = {"mean": {"label": "count", "weighted": "weights", "probs": "count"}}
+
+
 def _row(op: str, api: str, call: Any, notes: str, kernel: str, weight: bool = False
          ) -> Subject:
     return register_row(Subject(
         name=f"paddle.{op}", framework="paddle", family=op, api=api, dtypes=DTYPES,
-        reductions=("none",), weight=weight, pos_weight=False, notes=notes, call=call,
-        weight_reason="" if weight else f"{api} takes no weight",
+        reductions=REDUCTIONS if weight else ("none",), weight=weight, pos_weight=False,
+        notes=notes, call=call, weight_reason="" if weight else f"{api} takes no weight",
         pos_weight_reason="softmax losses have no pos_weight", requires=("paddle",),
-        unsupported=_no_kernel(kernel), module=__name__, label_smoothing=weight))
+        unsupported=_no_kernel(kernel), module=__name__, label_smoothing=weight,
+        denominators=DENOMINATORS if weight else {}))
 
 
 _row("cross_entropy", "paddle.nn.functional.cross_entropy (soft_label=True for "
      "probabilities)", cross_entropy, "weight= per class, label_smoothing=, ignore_index= "
-     "(default -100); reduction='none'", "cross_entropy_with_softmax", weight=True)
+     "(default -100); reduction='mean' divides by the sum of the targets' class weights "
+     "with weight=, else by N (ignored rows included)", "cross_entropy_with_softmax",
+     weight=True)
 _row("log_softmax", "paddle.nn.functional.log_softmax", log_softmax, "axis=-1", "log_softmax")
 _row("logsumexp", "paddle.logsumexp", logsumexp, "axis=-1", "logsumexp")

@@ -37,18 +37,28 @@ def logsumexp(x: Any, y: Any, w: Any, p: Any, reduction: str, *, classes: int) -
     return _torch().logsumexp(x.reshape(-1, classes), dim=-1)
 
 
+# reduction='mean' (measured, and LossNLL.cpp): class indices divide by the sum of the
+# targets' class weights over the rows not ignored (1 each without weight=; the label
+# smoothing part by the same sum), probabilities by N
+REDUCTIONS = ("none", "mean", "sum")
+DENOMINATORS = {"mean": {"label": "weights", "weighted": "weights", "probs": "count"}}
+
+
 def _row(op: str, family: str, api: str, call: Any, notes: str, weight: bool = False
          ) -> Subject:
     return register_row(Subject(
         name=f"torch.{op}", framework="torch", family=family, api=api, dtypes=DTYPES,
-        reductions=("none",), weight=weight, pos_weight=False, notes=notes, call=call,
-        weight_reason="" if weight else f"{api} takes no weight",
+        reductions=REDUCTIONS if weight else ("none",), weight=weight, pos_weight=False,
+        notes=notes, call=call, weight_reason="" if weight else f"{api} takes no weight",
         pos_weight_reason="softmax losses have no pos_weight", requires=("torch",),
-        module=__name__, label_smoothing=weight))
+        module=__name__, label_smoothing=weight,
+        denominators=DENOMINATORS if weight else {}))
 
 
 _row("cross_entropy", "cross_entropy", "torch.nn.functional.cross_entropy", cross_entropy,
      "class indices or class probabilities; weight= per class, label_smoothing=, "
-     "ignore_index= (default -100)", weight=True)
+     "ignore_index= (default -100); reduction='mean' divides by the sum of the targets' "
+     "class weights (rows not ignored) for class indices, by N for probabilities",
+     weight=True)
 _row("log_softmax", "log_softmax", "torch.log_softmax", log_softmax, "dim=-1")
 _row("logsumexp", "logsumexp", "torch.logsumexp", logsumexp, "dim=-1")

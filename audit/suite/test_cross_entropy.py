@@ -5,7 +5,9 @@ gradient and log_softmax per logit.
 - test_row_check: fixed rows (audit/softmax_family.py: 2, 3, 10, 1000 and 10**5
   classes; dominant, equal, masked, spread, infinite rows), one test per subject x check
   x dtype x device, judged strictly against audit/contracts_data (a new finding fails,
-  and so does a declared deviation that stopped happening).
+  and so does a declared deviation that stopped happening); the `reduced` check, one
+  test per reduction too, grades fixed batches of rows reduced by the framework, one
+  value per batch (audit/softmax_reduced.py).
 - test_row_search: Hypothesis rows steered towards large ulp error (non-strict).
 - the two-class identity: cross_entropy([0, x], 1) is bce_with_logits(x, 1), for the
   reference at every finite float16 x, and each framework's cross_entropy graded
@@ -20,7 +22,7 @@ from hypothesis import HealthCheck, given, note, settings, target
 from hypothesis import strategies as st
 
 import reference
-from audit import equivalence, regions, workers
+from audit import equivalence, regions, softmax_reduced, workers
 from audit import softmax_family as sf
 from audit.batch import Batch
 from audit.contracts import judge
@@ -58,8 +60,10 @@ def row_cases(config: pytest.Config) -> list[sf.RowCase]:
             for dtype in opts["dtypes"]:
                 if not deep and not sf.in_ci(s.family, check, dtype):
                     continue
-                cases += [sf.RowCase(s.name, check, dtype, device, e)
-                          for device in opts["devices"]]
+                reductions = softmax_reduced.case_reductions(s) if check == "reduced" \
+                    else ("none",)
+                cases += [sf.RowCase(s.name, check, dtype, device, e, r)
+                          for r in reductions for device in opts["devices"]]
     return cases
 
 
@@ -93,7 +97,7 @@ def _skip(audit, subject: Subject, dtype: str, device: str, reason: str) -> None
 
 def _applicable(audit, case: sf.RowCase) -> list:
     return [c for c in audit.contracts
-            if c.applies(case.subject, case.check, case.dtype, case.device, "none")]
+            if c.applies(case.subject, case.check, case.dtype, case.device, case.reduction)]
 
 
 def _describe(out: sf.RowOutcome, verdict) -> str:
@@ -121,19 +125,24 @@ def _describe(out: sf.RowOutcome, verdict) -> str:
 def test_row_check(row_case: sf.RowCase, audit, request: pytest.FixtureRequest) -> None:
     case = row_case
     subject = get(case.subject)
-    reason = sf.not_taken(subject, case.check) or subject.skip_reason(case.dtype, case.device)
+    reduced = case.check == "reduced"
+    reason = sf.not_taken(subject, case.check) or subject.skip_reason(
+        case.dtype, case.device, reduction=case.reduction)
     if reason is not None:
         _skip(audit, subject, case.dtype, case.device, reason)
+    run = softmax_reduced.run_case if reduced else sf.run_case
     try:
-        out = sf.run_case(subject, case, audit.budgets[case.dtype], _deep(request.config))
+        out = run(subject, case, audit.budgets[case.dtype], _deep(request.config))
     except workers.WorkerUnavailable as e:
         _skip(audit, subject, case.dtype, case.device, str(e))
     verdict = judge(out.graded.status, out.variables, _applicable(audit, case), case.dtype,
                     ulp=out.graded.ulp)
     outcome = "failed" if not verdict.passed else ("xfailed" if verdict.matched else "passed")
-    audit.collector.add(build_row_record(out, verdict, outcome, request.node.nodeid))
+    build = softmax_reduced.build_record if reduced else build_row_record
+    audit.collector.add(build(out, verdict, outcome, request.node.nodeid))
     if not verdict.passed:
-        pytest.fail(f"{case.id}: {_describe(out, verdict)}", pytrace=False)
+        text = softmax_reduced.describe(out, verdict) if reduced else _describe(out, verdict)
+        pytest.fail(f"{case.id}: {text}", pytrace=False)
     if verdict.matched:
         pytest.xfail("known deviation: " + "; ".join(f"{c.id} ({c.reason})"
                                                      for c in verdict.matched))
