@@ -161,7 +161,11 @@ class Finite:
         self.ones = sum(1 for j, v in self.d.items() if v == ZERO and j != self.top)
         self.negs = [v for v in self.d.values() if v != ZERO]
         below = [j for j, v in self.d.items() if v != ZERO]
-        self.near = self.d[max(below, key=guess.__getitem__)] if below else ZERO
+        # the largest d_k < 0, by exact comparison among the largest guesses (guesses
+        # saturate to -inf past 2**1021: a wrong pick would make the summation cut huge)
+        top_guess = max((guess[j] for j in below), default=0.0)
+        self.near = _max_tuple([self.d[j] for j in below if guess[j] >= top_guess]) \
+            if below else ZERO
         self.margin = 20 + len(logits).bit_length()
         self._s: dict[int, Interval] = {}
         self._one_s: dict[int, Interval] = {}

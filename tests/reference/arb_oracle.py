@@ -27,9 +27,15 @@ How a value is decided (Ziv's strategy, ``_certify``):
 - A point still undecided at CAP is returned as ``Rounded(None, "uncertain", ...)``:
   the caller counts and reports it, never silently drops it.
 
-Finite inputs only (``ValueError`` otherwise); the limits at infinities are checked by
-hand cases in the tests. Domains as in DESIGN.md: bce on 0 < q < 1 (the ends are
-limits), the focal families with 0 <= y <= 1 and w >= 0.
+Softmax rows (section "softmax rows" below): cross_entropy (class index or probability
+targets, class weights, label smoothing), its gradient, logsumexp and log_softmax of
+one row, from log-sum-exp forms split as D + T the same way (the exact part from the
+shifts l_k - max l, tails log1p(delta / z) and exp(d_j) / (z + delta) that never
+cancel), with -inf logits as masks.
+
+Finite inputs only (``ValueError`` otherwise; rows also take -inf logits); the limits at
+infinities are checked by hand cases in the tests. Domains as in DESIGN.md: bce on
+0 < q < 1 (the ends are limits), the focal families with 0 <= y <= 1 and w >= 0.
 """
 
 from __future__ import annotations
@@ -661,3 +667,227 @@ def midpoint_distance(v: arb, dtype: str) -> float:
     if not dist:
         return -math.inf
     return math.log2(dist) - math.log2(f)
+
+
+# --------------------------------------------------------------------------- softmax rows
+#
+# A row of K logits l (finite, or -inf: a masked class), coefficients a_k = w_k p_k with
+# p = (1-E) t + E/K (t one-hot for a class index, else the given probabilities; w = 1
+# without class weights), W = sum_k a_k. With m = max l, the shifts d_k = l_k - m <= 0
+# (exact dyadics), Z = {k : d_k = 0} (the classes tied at the top, z = |Z| >= 1) and
+# delta = sum_{d_k < 0} exp(d_k), the sum of exponentials is exp(m) (z + delta) and
+#     L = log(z + delta) = log z + log1p(delta / z)
+#     logsumexp     = m + L
+#     log_softmax_j = d_j - L
+#     loss          = sum_k a_k (m - l_k) + W L                 (= sum_k a_k (lse - l_k))
+#     grad_j        = -a_j + W exp(d_j) / (z + delta)           (d_j < 0)
+#                   = (W / z - a_j) - W delta / (z (z + delta))  (d_j = 0)
+# Each is "exact rational D + ball T" with T free of cancellation: log1p(delta / z) stays
+# relative for delta = exp(-1e10), and for tied tops beside logits far below (z = 2,
+# delta tiny) the tiny excess is kept apart from the rational W / z - a_j. delta = 0
+# (equal finite logits, or a single one) leaves D exact except for log z (z >= 2). A
+# masked class has softmax 0: log_softmax -inf, gradient -a_j exactly, loss term 0 when
+# a_j = 0 and sign(a_j) inf otherwise (opposite signs: NaN); every class masked: NaN
+# (logsumexp -inf).
+
+SoftRow = tuple[Rounded, ...]
+
+
+def _frac(v: Any) -> Fraction:
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"the arb oracle takes finite coefficients only, got {v!r}")
+    return Fraction(f)
+
+
+def _is_dyadic(f: Fraction) -> bool:
+    return not f.denominator & (f.denominator - 1)
+
+
+def _frac_ball(f: Fraction) -> arb:
+    """f at ctx.prec (exact when dyadic)."""
+    if _is_dyadic(f):
+        return d_arb(dy(f))
+    return arb(f.numerator) / arb(f.denominator)
+
+
+class _Row:
+    """The finite logits of one row as exact shifts from the max, and (per working
+    precision) the balls the forms above use."""
+
+    def __init__(self, logits: Any) -> None:
+        vals: list[float | None] = []
+        for v in np.asarray(logits, dtype=np.float64).ravel().tolist():
+            if v == -math.inf:
+                vals.append(None)
+            elif not math.isfinite(v):
+                raise ValueError(f"the arb oracle takes finite or -inf logits, got {v!r}")
+            else:
+                vals.append(v)
+        self.k = len(vals)
+        self.fin = [j for j, v in enumerate(vals) if v is not None]
+        if not self.fin:
+            return
+        m = max(v for v in vals if v is not None)  # float comparisons are exact
+        self.m: Dy = dy(m)
+        self.d: dict[int, Dy] = {j: d_sub(dy(vals[j]), self.m) for j in self.fin}
+        self.z = sum(1 for j in self.fin if not self.d[j][0])
+        self.negs = [j for j in self.fin if self.d[j][0]]
+        self._cache: dict[int, tuple[dict[int, arb], arb, arb, arb]] = {}
+
+    def balls(self) -> tuple[dict[int, arb], arb, arb, arb]:
+        """(exp(d_j) for d_j < 0, delta, z + delta, L) at ctx.prec."""
+        p = ctx.prec
+        c = self._cache.get(p)
+        if c is None:
+            exps = {j: d_arb(self.d[j]).exp() for j in self.negs}
+            delta = arb(0)
+            for e in exps.values():
+                delta += e
+            z = arb(self.z)
+            big_l = z.log() + (delta / z).log1p() if self.z > 1 else delta.log1p()
+            c = self._cache[p] = (exps, delta, z + delta, big_l)
+        return c
+
+    @property
+    def has_tail(self) -> bool:
+        """L > 0: more than one finite class."""
+        return len(self.fin) > 1
+
+
+def _row_value(d: Fraction, tail: Callable[[], arb] | None, t_sign: int) -> Value:
+    """V = d + tail(): a Value for _finish (dyadic d: the sticky route can decide it)."""
+    if tail is None:
+        return d
+    if _is_dyadic(d):
+        dd = dy(d)
+        vs = _v_sign(dd, t_sign)
+        return lambda: (dd, tail(), t_sign, vs)
+    ds = (d > 0) - (d < 0)
+    vs = t_sign if ds == t_sign else 0
+    return lambda: (ZERO, _frac_ball(d) + tail(), 0, vs)
+
+
+def _coefficients(k: int, target: Any, weight: Any, smoothing: Any) -> list[Fraction]:
+    """a_k = w_k ((1-E) t_k + E/K), exactly."""
+    w = [Fraction(1)] * k if weight is None else [_frac(v) for v in weight]
+    if len(w) != k:
+        raise ValueError(f"{len(w)} weights for {k} classes")
+    if isinstance(target, int | np.integer) and not isinstance(target, bool | np.bool_):
+        if not 0 <= int(target) < k:
+            raise ValueError(f"class index {target} outside [0, {k})")
+        t = [Fraction(int(j == int(target))) for j in range(k)]
+    else:
+        t = [_frac(v) for v in np.asarray(target, dtype=np.float64).ravel().tolist()]
+        if len(t) != k:
+            raise ValueError(f"{len(t)} target probabilities for {k} classes")
+    e = Fraction(0) if smoothing is None else _frac(smoothing)
+    if not 0 <= e <= 1:
+        raise ValueError(f"label smoothing must be in [0, 1], got {smoothing!r}")
+    return [wk * ((1 - e) * tk + e / k) for wk, tk in zip(w, t, strict=True)]
+
+
+def _limit(v: float) -> Rounded:
+    return Rounded(v, "limit", 0)
+
+
+def _fsign(f: Fraction) -> int:
+    return (f > 0) - (f < 0)
+
+
+def _loss_value(row: _Row, a: list[Fraction]) -> Value | float:
+    if not row.fin:
+        return math.nan
+    masked = {_fsign(a[j]) for j in range(row.k) if j not in row.d} - {0}
+    if masked:
+        return (math.inf if masked.pop() > 0 else -math.inf) if len(masked) == 1 else math.nan
+    d = sum((a[j] * -d_fraction(row.d[j]) for j in row.fin), Fraction(0))
+    w = sum(a, Fraction(0))
+    if not w or not row.has_tail:
+        return d
+    return _row_value(d, lambda: _frac_ball(w) * row.balls()[3], _fsign(w))
+
+
+def _grad_values(row: _Row, a: list[Fraction]) -> list[Value | float]:
+    if not row.fin:
+        return [math.nan] * row.k
+    w = sum(a, Fraction(0))
+    ws = _fsign(w)
+    balls: dict[int, tuple[arb, arb]] = {}
+
+    def scale() -> tuple[arb, arb]:
+        """(W / (z + delta), W delta / (z (z + delta))) at ctx.prec."""
+        c = balls.get(ctx.prec)
+        if c is None:
+            _, delta, zd, _ = row.balls()
+            wz = _frac_ball(w) / zd
+            c = balls[ctx.prec] = (wz, wz * delta / row.z)
+        return c
+
+    out: list[Value | float] = []
+    for j in range(row.k):
+        if j not in row.d or not w:
+            out.append(-a[j])
+        elif row.d[j][0]:  # d_j < 0: -a_j + W exp(d_j) / (z + delta)
+            out.append(_row_value(-a[j], lambda j=j: scale()[0] * row.balls()[0][j], ws))
+        elif not row.negs:  # equal finite logits: softmax is exactly 1/z
+            out.append(w / row.z - a[j])
+        else:  # tied at the top: (W/z - a_j) - W delta / (z (z + delta))
+            out.append(_row_value(w / row.z - a[j], lambda: -scale()[1], -ws))
+    return out
+
+
+def _lse_value(row: _Row) -> Value | float:
+    if not row.fin:
+        return -math.inf
+    if not row.has_tail:
+        return row.m
+    m = row.m
+    return lambda: (m, row.balls()[3], 1, _v_sign(m, 1))
+
+
+def _log_softmax_values(row: _Row) -> list[Value | float]:
+    if not row.fin:
+        return [math.nan] * row.k
+    out: list[Value | float] = []
+    for j in range(row.k):
+        if j not in row.d:
+            out.append(-math.inf)
+        elif not row.has_tail:
+            out.append(row.d[j])
+        else:
+            dj = row.d[j]
+            out.append(lambda dj=dj: (dj, -row.balls()[3], -1, -1))
+    return out
+
+
+def _row_result(v: Value | float, dtype: str, ball: int | None, sticky: bool) -> Any:
+    if isinstance(v, float):  # a limit (inf, NaN): no ball to give
+        return _limit(v) if ball is None else arb(v) if not math.isnan(v) else arb("nan")
+    return _result(v, dtype, ball, sticky)
+
+
+def cross_entropy(logits: Any, target: Any, weight: Any = None, *, smoothing: Any = None,
+                  grad: bool = False, dtype: str = "float32", ball: int | None = None,
+                  sticky: bool = True) -> Any:
+    """sum_k a_k (logsumexp(l) - l_k) of one row (target an int class index or K
+    probabilities, weight K class weights or None, smoothing E) as Rounded; grad=True:
+    the K gradient components as a tuple of Rounded. ball=PREC: the ball(s) instead."""
+    row = _Row(logits)
+    a = _coefficients(row.k, target, weight, smoothing)
+    if grad:
+        return tuple(_row_result(v, dtype, ball, sticky) for v in _grad_values(row, a))
+    return _row_result(_loss_value(row, a), dtype, ball, sticky)
+
+
+def logsumexp(logits: Any, *, dtype: str = "float32", ball: int | None = None,
+              sticky: bool = True) -> Any:
+    """log sum_k exp(l_k) of one row as Rounded (-inf when every logit is -inf)."""
+    return _row_result(_lse_value(_Row(logits)), dtype, ball, sticky)
+
+
+def log_softmax(logits: Any, *, dtype: str = "float32", ball: int | None = None,
+                sticky: bool = True) -> Any:
+    """l_j - logsumexp(l) for each j, a tuple of Rounded."""
+    return tuple(_row_result(v, dtype, ball, sticky)
+                 for v in _log_softmax_values(_Row(logits)))

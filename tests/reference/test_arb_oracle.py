@@ -24,6 +24,19 @@ run is a few thousand points per family; BCE_AUDIT_DEEP=1 or --hypothesis-profil
 (audit.plugin._profile_and_seed, as the audit itself decides) runs 40,000 bulk points per
 family, dtype and quantity: 320,000 per family. Points arb cannot decide below its
 precision cap are counted and must stay below one in 10,000 (so far: none).
+
+Softmax rows (arb_oracle.cross_entropy / logsumexp / log_softmax against
+reference.rounded_cross_entropy, its grad=True, rounded_logsumexp, rounded_log_softmax,
+every component bit for bit), in each dtype: K in {2, 3, 10, 100} and 1000; normal rows at
+scales 1e-3 to 1e4, bit patterns, one dominant logit (confident right or wrong, margins 1
+to 1e4 and up to the dtype's max), equal rows, ties at the top beside logits far below,
+-inf masks; class indices and probabilities (Dirichlet, one-hot, sparse, the row's own
+softmax, unnormalised) x class weights x label smoothing 0.1, and signed weights and
+targets; constructed rows a vanishing tail from a midpoint (margins, gradients from
+midpoint coefficients, a midpoint top logit for logsumexp), the overflow threshold, and
+searched rows closest to a midpoint. Default about 3,000 rows (60,000 values), deep
+about 33,000 rows (400,000 values). Counts (rows, values, escalated precisions,
+excluded, routes) are printed: run with -s.
 """
 
 from __future__ import annotations
@@ -683,3 +696,578 @@ def test_oracle_ties_sticky_and_signs() -> None:
     top = (2 ** 25 - 1, 127 - 24)  # float32 max + half an ulp
     assert A.round_dyadic(*top, f32) == math.inf
     assert A.round_dyadic(top[0] - 1, top[1], f32) == float(np.finfo(np.float32).max)
+
+
+# --------------------------------------------------------------------------- softmax rows
+#
+# cross_entropy (class indices and probabilities, class weights, label smoothing), its
+# gradient (every component), logsumexp and log_softmax: arb_oracle's row forms against
+# reference.rounded_cross_entropy / rounded_logsumexp / rounded_log_softmax, bit for bit.
+
+ROW_QUANTITIES = ("loss", "grad", "lse", "log_softmax")
+ROW_KS = (2, 3, 10, 100)
+# rows per (dtype, K, target kind x weights x smoothing) case; K = 1000: rows per dtype
+ROW_SIZES = {
+    "default": {"rows": {2: 24, 3: 24, 10: 12, 100: 2}, "k1000": 1, "hard": 24,
+                "pool": 20_000, "pool64": 150, "keep": 6},
+    "deep": {"rows": {2: 240, 3: 240, 10: 100, 100: 12}, "k1000": 3, "hard": 300,
+             "pool": 400_000, "pool64": 1_500, "keep": 40},
+}
+
+
+def _fmax(dtype: str) -> float:
+    f = A.FORMATS[dtype]
+    return math.ldexp(2 - 2.0 ** (1 - f.precision), f.emax)
+
+
+def _clip_cast(v: np.ndarray, dtype: str) -> np.ndarray:
+    """v rounded to dtype, finite values beyond its range clipped to +-max first."""
+    big = _fmax(dtype)
+    return A.cast(np.where(np.isfinite(v), np.clip(v, -big, big), v), dtype)
+
+
+@dataclass
+class RowCase:
+    """Rows sharing one call of the reference: logits [N, K] (float64 values), a target
+    (int [N] class indices or float [N, K] probabilities), class weights [K] or None and
+    the label smoothing (0: none)."""
+
+    dtype: str
+    x: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray | None = None
+    smoothing: float = 0.0
+    what: tuple[str, ...] = ROW_QUANTITIES
+
+    @property
+    def index(self) -> bool:
+        return self.target.dtype.kind in "iu"
+
+    def row_target(self, i: int) -> Any:
+        return int(self.target[i]) if self.index else self.target[i]
+
+    def arb(self, q: str, i: int, ball: int | None = None, sticky: bool = True) -> Any:
+        """arb_oracle's value(s) of quantity q on row i: Rounded or a tuple of them."""
+        kw = {"dtype": self.dtype, "ball": ball, "sticky": sticky}
+        if q in ("loss", "grad"):
+            return A.cross_entropy(self.x[i], self.row_target(i), self.weight,
+                                   smoothing=self.smoothing or None, grad=q == "grad", **kw)
+        if q == "lse":
+            return A.logsumexp(self.x[i], **kw)
+        return A.log_softmax(self.x[i], **kw)
+
+    def reference(self, q: str) -> np.ndarray:
+        if q in ("loss", "grad"):
+            return reference.rounded_cross_entropy(
+                self.dtype, self.x, self.target, weight=self.weight,
+                label_smoothing=self.smoothing, grad=q == "grad")
+        if q == "lse":
+            return reference.rounded_logsumexp(self.dtype, self.x)
+        return reference.rounded_log_softmax(self.dtype, self.x)
+
+    def show(self, i: int) -> str:
+        def hexes(a: Any) -> str:
+            a = np.asarray(a, dtype=np.float64).ravel().tolist()
+            return "[" + ", ".join(_shown(v) for v in a) + "]"
+        tgt = self.row_target(i)
+        w = "None" if self.weight is None else hexes(self.weight)
+        return (f"logits={hexes(self.x[i])} target={tgt if self.index else hexes(tgt)} "
+                f"weight={w} smoothing={_shown(self.smoothing)}")
+
+
+@dataclass
+class RowTally:
+    rows: int = 0
+    values: int = 0
+    excluded: int = 0
+    escalated: int = 0  # decided above the starting precision (format + 40 bits)
+    top_prec: int = 0
+    routes: Counter = field(default_factory=Counter)
+    arb_s: float = 0.0
+    ref_s: float = 0.0
+
+
+def _reference_rows(case: RowCase, q: str) -> tuple[np.ndarray, dict[int, Exception]]:
+    """The reference's values of q on case, and the rows where it raised (a crash is a
+    disagreement: those rows are retried one by one so each is reported)."""
+    try:
+        return case.reference(q), {}
+    except Exception:  # a reference crash: find its rows
+        pass
+    out = np.full(case.x.shape if q in ("grad", "log_softmax") else case.x.shape[:1], np.nan)
+    raised: dict[int, Exception] = {}
+    for i in range(case.x.shape[0]):
+        one = RowCase(case.dtype, case.x[i:i + 1], case.target[i:i + 1], case.weight,
+                      case.smoothing)
+        try:
+            out[i] = one.reference(q)[0]
+        except Exception as e:
+            raised[i] = e
+    return out, raised
+
+
+def _compare_rows(case: RowCase, tally: RowTally) -> list[str]:
+    """Mismatches between arb and the reference on every row and quantity of case."""
+    n = case.x.shape[0]
+    if not n:
+        return []
+    start = A.FORMATS[case.dtype].precision + 40
+    t0 = time.perf_counter()
+    theirs, raised, bad = {}, {}, []
+    for q in case.what:
+        theirs[q], raised[q] = _reference_rows(case, q)
+        bad += [f"{q} {case.dtype}: {case.show(i)}: reference raised {e!r}"
+                for i, e in raised[q].items()]
+    t1 = time.perf_counter()
+    for q in case.what:
+        ref = theirs[q]
+        for i in range(n):
+            if i in raised[q]:
+                continue
+            ours = case.arb(q, i)
+            ours = ours if isinstance(ours, tuple) else (ours,)
+            refs = np.atleast_1d(ref[i]).tolist()
+            for j, (r, v) in enumerate(zip(ours, refs, strict=True)):
+                tally.values += 1
+                tally.routes[r.route] += 1
+                tally.escalated += r.prec > start
+                tally.top_prec = max(tally.top_prec, r.prec)
+                if r.value is None:
+                    tally.excluded += 1  # undecided at arb_oracle.CAP: counted, asserted rare
+                    continue
+                if not A.same(r.value, v):
+                    where = f"[{j}]" if len(ours) > 1 else ""
+                    bad.append(f"{q}{where} {case.dtype}: {case.show(i)}: arb {r.value!r} "
+                               f"({r.route}, {r.prec} bits) != reference {v!r}")
+    tally.arb_s += time.perf_counter() - t1
+    tally.ref_s += t1 - t0
+    tally.rows += n
+    return bad
+
+
+def _check_rows(tally: RowTally, bad: list[str], what: str) -> None:
+    print(f"\n{what}: {tally.rows} rows, {tally.values} values, {tally.escalated} escalated "
+          f"(up to {tally.top_prec} bits), {tally.excluded} excluded, routes "
+          f"{dict(tally.routes)}, arb {tally.arb_s:.2f} s, reference {tally.ref_s:.2f} s")
+    assert not bad, f"{len(bad)} disagreements between arb and the reference:\n" + \
+        "\n".join(bad[:20])
+    assert tally.excluded <= MAX_EXCLUDED * tally.values, \
+        f"{tally.excluded} of {tally.values} values undecided at {A.CAP} bits"
+
+
+# --------------------------------------------------------------------------- row sampling
+
+
+def _np_softmax(x: np.ndarray) -> np.ndarray:
+    """float64 softmax of rows with -inf masks (all masked: uniform)."""
+    with np.errstate(all="ignore"):
+        m = np.max(x, axis=1, keepdims=True)
+        e = np.exp(x - np.where(np.isfinite(m), m, 0.0))
+        s = e / e.sum(axis=1, keepdims=True)
+    return np.where(np.isfinite(s), s, 1.0 / x.shape[1])
+
+
+def _row_logits(rng: np.random.Generator, n: int, k: int, dtype: str
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of k logits of dtype and a class index per row (right or wrong for the
+    dominant rows, mostly unmasked for masked rows). Kinds: normal at scales 1e-3 to
+    1e4, random bit patterns, one dominant logit (margins 1 to 1e4, and the dtype's
+    max), equal rows, ties at the top beside logits far below, -inf masks."""
+    big = _fmax(dtype)
+    x = np.empty((n, k))
+    c = rng.integers(0, k, n)
+    kind = rng.choice(6, n, p=[0.25, 0.1, 0.25, 0.1, 0.12, 0.18])
+    for i in range(n):
+        if kind[i] == 0:  # normal
+            x[i] = rng.normal(0, rng.choice([1e-3, 0.1, 1, 3, 10, 100, 1e4]), k)
+        elif kind[i] == 1:  # bit patterns: subnormal to huge
+            x[i] = _bits(rng, k, dtype)
+        elif kind[i] == 2:  # one dominant logit, confident right (c = p) or wrong
+            x[i] = rng.normal(0, rng.choice([0.1, 1, 3]), k)
+            p = rng.integers(k)
+            if rng.random() < 0.8:
+                x[i, p] = x[i].max() + math.exp(rng.uniform(0, math.log(1e4)))
+            else:  # up to the dtype's max, the others sometimes at -max
+                x[i, p] = big * rng.choice([0.25, 0.5, 1.0])
+                if rng.random() < 0.3:
+                    x[i, np.arange(k) != p] = -big * rng.choice([0.5, 1.0])
+            c[i] = p if rng.random() < 0.5 else rng.integers(k)
+        elif kind[i] == 3:  # equal
+            x[i] = rng.choice([0.0, rng.normal(0, 10), big, -big, 2.0 ** A.FORMATS[dtype].qmin,
+                               1e4])
+        elif kind[i] == 4:  # ties at the top, the others far below
+            top = rng.normal(0, 10)
+            x[i] = top - np.exp(rng.uniform(0, math.log(1e4), k)) * \
+                (rng.choice([1.0, 1e6], k) if dtype != "float16" else 1.0)
+            x[i, rng.choice(k, rng.integers(2, k + 1), replace=False)] = top
+        else:  # -inf masks: each class with probability 1/2, sometimes all or all but one
+            x[i] = rng.normal(0, 3, k)
+            u = rng.random()
+            mask = rng.random(k) < 0.5 if u < 0.9 else \
+                (np.arange(k) != rng.integers(k) if u < 0.97 else np.ones(k, dtype=bool))
+            x[i, mask] = -np.inf
+            fin = np.flatnonzero(~mask)
+            if fin.size and rng.random() < 0.9:
+                c[i] = rng.choice(fin)
+    return _clip_cast(x, dtype), c
+
+
+def _row_probs(rng: np.random.Generator, x: np.ndarray, c: np.ndarray, dtype: str
+               ) -> np.ndarray:
+    """Probability targets rounded to dtype: Dirichlet, one-hot, sparse, the rows' own
+    softmax (gradients that cancel), unnormalised; masked classes mostly get 0."""
+    n, k = x.shape
+    t = rng.dirichlet(np.ones(k), n)
+    kind = rng.choice(5, n, p=[0.35, 0.15, 0.2, 0.2, 0.1])
+    one_hot = np.zeros((n, k))
+    one_hot[np.arange(n), c] = 1.0
+    t = np.where((kind == 1)[:, None], one_hot, t)
+    sparse = rng.random((n, k)) < 0.5
+    sparse[np.arange(n), c] = True
+    t = np.where((kind == 2)[:, None], np.where(sparse, t, 0.0), t)
+    t = np.where((kind == 3)[:, None], _np_softmax(x), t)
+    t = np.where((kind == 4)[:, None], rng.uniform(0, 1, (n, k)), t)
+    masked = np.isinf(x) & (rng.random((n, 1)) < 0.9)
+    t[masked] = 0.0
+    return A.cast(t, dtype)
+
+
+def _row_weights(rng: np.random.Generator, k: int, dtype: str) -> np.ndarray:
+    w = rng.uniform(0.1, 4, k)
+    w[rng.random(k) < 0.1] = 0.0
+    return A.cast(w, dtype)
+
+
+def _bulk_cases(rng: np.random.Generator, dtype: str, k: int, n: int) -> list[RowCase]:
+    """Class indices and probabilities x class weights or none x smoothing 0 or 0.1, and
+    one signed case."""
+    e = float(A.cast(0.1, dtype)[()])
+    cases = []
+    for index in (True, False):
+        for weighted in (False, True):
+            for ls in (0.0, e):
+                x, c = _row_logits(rng, n, k, dtype)
+                target = c if index else _row_probs(rng, x, c, dtype)
+                w = _row_weights(rng, k, dtype) if weighted else None
+                cases.append(RowCase(dtype, x, target, w, ls))
+    # signed: weights of both signs, targets outside [0, 1] (graded as given): the loss
+    # and the gradient can cancel anywhere
+    x, c = _row_logits(rng, n, k, dtype)
+    t = A.cast(np.where(rng.random((n, k)) < 0.7, _row_probs(rng, x, c, dtype),
+                        rng.uniform(-0.5, 1.5, (n, k))), dtype)
+    w = A.cast(rng.uniform(-2, 3, k), dtype)
+    cases.append(RowCase(dtype, x, t, w, e if rng.random() < 0.5 else 0.0))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_rows_agree(dtype: str, profile: tuple[str, int]) -> None:
+    """Every kind of row, K in {2, 3, 10, 100} and 1000, every target form."""
+    size, seed = profile
+    sizes = ROW_SIZES[size]
+    tally, bad = RowTally(), []
+    for k in ROW_KS:
+        rng = _rng("rows", dtype, k, seed=seed)
+        for case in _bulk_cases(rng, dtype, k, sizes["rows"][k]):
+            bad += _compare_rows(case, tally)
+    rng = _rng("rows", dtype, 1000, seed=seed)
+    n = sizes["k1000"]
+    x, c = _row_logits(rng, n, 1000, dtype)
+    x[0] = A.cast(rng.normal(0, 3, 1000), dtype)  # one plain row, whatever the draw
+    e = float(A.cast(0.1, dtype)[()])
+    bad += _compare_rows(RowCase(dtype, x, c, _row_weights(rng, 1000, dtype), e), tally)
+    bad += _compare_rows(RowCase(dtype, x, _row_probs(rng, x, c, dtype), what=("grad",)),
+                         tally)
+    _check_rows(tally, bad, f"softmax rows {dtype}")
+
+
+# --------------------------------------------------------------------------- row hard cases
+
+
+def _midpoints(rng: np.random.Generator, n: int, dtype: str, lo: int, hi: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(V, u): n midpoints V = (2q+1) 2**(u-1) of dtype (q with p bits), top binade of V
+    in [lo, hi); as float64 values (exact while u - 1 >= -1074 and p + 1 <= 53)."""
+    p = A.FORMATS[dtype].precision
+    q = rng.integers(1 << (p - 1), 1 << p, n, dtype=np.int64)
+    top = rng.integers(lo, hi, n)
+    u = top - p + 1
+    return np.ldexp((2 * q + 1).astype(np.float64), (u - 1).astype(np.int64)), u
+
+
+def _shuffled(rng: np.random.Generator, x: np.ndarray, *more: np.ndarray
+              ) -> tuple[np.ndarray, ...]:
+    """x (and more, alike) with each row's classes in a random order, and where each
+    row's class 1 went."""
+    perm = np.argsort(rng.random(x.shape), axis=1)
+    out = tuple(np.take_along_axis(a, perm, axis=1) for a in (x, *more))
+    return (*out, np.argmax(perm == 1, axis=1))
+
+
+def _assert_midpoints(values: list[Fraction], dtype: str, what: str) -> None:
+    """The construction did what it says: every exact part is a midpoint of dtype."""
+    off = [v for v in values if not (v and A.is_midpoint(A.dy(abs(v)), dtype))]
+    assert not off, f"{what}: {len(off)} exact parts off a midpoint, e.g. {off[0]}"
+
+
+def _margin_cases(rng: np.random.Generator, dtype: str, k: int, n: int) -> RowCase:
+    """Class c exactly a midpoint V below the top: logits 2**(u-1) and -q 2**u (both of
+    dtype, V = (2q+1) 2**(u-1)) and the others further down, so loss = V + log1p(...)
+    and log_softmax_c = -V - log1p(...) lie a vanishing tail (about exp(-V)) beyond a
+    midpoint; V from 16 to 2**40, and up to 2**1000 where the dtype allows."""
+    f = A.FORMATS[dtype]
+    top = np.where(rng.random(n) < 0.75, rng.integers(4, min(f.emax - 1, 12) + 1, n),
+                   rng.integers(4, min(f.emax - 1, 1000) + 1, n))
+    p = f.precision
+    q = rng.integers(1 << (p - 1), 1 << p, n, dtype=np.int64).astype(np.float64)
+    u = top - p + 1
+    high, low = np.ldexp(1.0, u - 1), -np.ldexp(q, u)
+    x = np.empty((n, k))
+    x[:, 0], x[:, 1] = high, low
+    if k > 2:
+        x[:, 2:] = _clip_cast(low[:, None] * rng.uniform(1, 2, (n, k - 2)), dtype)
+    assert np.array_equal(A.cast(x, dtype), x)
+    _assert_midpoints([Fraction(a) - Fraction(b) for a, b in zip(high, low, strict=True)],
+                      dtype, f"margins {dtype} K={k}")
+    x, c = _shuffled(rng, x)
+    return RowCase(dtype, x, c, what=("loss", "log_softmax", "grad", "lse"))
+
+
+def _grad_cases(rng: np.random.Generator, dtype: str, k: int, n: int) -> RowCase:
+    """Class weights 3/4 and a probability t_j of dtype (a `_thirds` value: 3/4 t_j is a
+    midpoint) on a class j far below the top (margins 30 to 1e4, and the dtype's max),
+    the top's target any, the others' 0: grad_j = -3/4 t_j + W softmax_j and
+    grad_M = 3/4 t_j - W S/(1+S) lie a vanishing tail from a midpoint."""
+    big = _fmax(dtype)
+    m = A.cast(rng.normal(0, 3, n), dtype)
+    margin = np.where(rng.random(n) < 0.85,
+                      np.exp(rng.uniform(math.log(30), math.log(1e4), n)),
+                      big * rng.choice([0.25, 1.0], n))
+    x = np.empty((n, k))
+    x[:, 0], x[:, 1] = m, m - margin
+    if k > 2:
+        with np.errstate(over="ignore"):
+            x[:, 2:] = (m - margin)[:, None] - margin[:, None] * rng.uniform(0, 1, (n, k - 2))
+    x = _clip_cast(np.maximum(x, -big), dtype)
+    t = np.zeros((n, k))
+    t[:, 1] = _thirds(rng, n, dtype, -3, 0)
+    t[:, 0] = A.cast(rng.uniform(0, 1, n), dtype)
+    on = np.array([A.is_midpoint(A.dy(Fraction(3, 4) * Fraction(v)), dtype)
+                   for v in t[:, 1].tolist()])  # (_thirds' m | 1 can reach 3m = 2**(p+1)+1)
+    assert on.sum() >= n // 2, f"gradients {dtype} K={k}: {on.sum()} midpoints"
+    x, t, _ = _shuffled(rng, x[on], t[on])
+    return RowCase(dtype, x, t, np.full(k, 0.75), what=("grad", "loss"))
+
+
+def _lse_cases(rng: np.random.Generator, dtype: str, k: int, n: int) -> RowCase | None:
+    """The top logit exactly a midpoint of dtype (logits of a wider dtype), the others
+    30 to 1e4 below: logsumexp = m + a vanishing tail."""
+    if dtype == "float64":
+        return None
+    wide = WIDER[dtype]
+    f = A.FORMATS[dtype]
+    v, _ = _midpoints(rng, n, dtype, max(f.emin + 1, -10), min(f.emax, 20))
+    v *= rng.choice([-1.0, 1.0], n)
+    x = np.empty((n, k))
+    x[:, 0] = v
+    x[:, 1:] = A.cast(v[:, None] - np.exp(rng.uniform(math.log(30), math.log(1e4),
+                                                      (n, k - 1))), wide)
+    assert np.array_equal(A.cast(x[:, 0], wide), x[:, 0])
+    _assert_midpoints([Fraction(a) for a in v.tolist()], dtype, f"lse {dtype} K={k}")
+    x, _ = _shuffled(rng, x)
+    return RowCase(dtype, x, rng.integers(0, k, n), what=("lse", "log_softmax"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_hard_constructed_rows_agree(dtype: str, profile: tuple[str, int]) -> None:
+    """Row values a vanishing tail from a midpoint of dtype: the tail's sign decides
+    (the sticky route; redone by brute force where a ball can still reach the tail)."""
+    size, seed = profile
+    n = ROW_SIZES[size]["hard"]
+    tally, bad, brute = RowTally(), [], 0
+    for k in (2, 3, 10):
+        rng = _rng("row-hard", dtype, k, seed=seed)
+        for case in (_margin_cases(rng, dtype, k, n), _grad_cases(rng, dtype, k, n),
+                     _lse_cases(rng, dtype, k, n)):
+            if case is None:
+                continue
+            # the sticky argument by brute force, for rows a ball can still resolve
+            order = np.sort(case.x, axis=1)
+            near = np.flatnonzero(order[:, -1] - order[:, -2] < 400)
+            for i in near[:3].tolist():
+                for q in case.what:
+                    fast, slow = case.arb(q, i), case.arb(q, i, sticky=False)
+                    fast = fast if isinstance(fast, tuple) else (fast,)
+                    slow = slow if isinstance(slow, tuple) else (slow,)
+                    for r, s in zip(fast, slow, strict=True):
+                        assert s.route in ("ball", "exact") and A.same(r.value, s.value), \
+                            (q, case.show(i), r, s)
+                        brute += r.route == "sticky"
+            bad += _compare_rows(case, tally)
+    assert tally.routes["sticky"] > 0
+    print(f"\nconstructed rows {dtype}: {brute} sticky decisions redone by brute force")
+    _check_rows(tally, bad, f"constructed rows {dtype}")
+
+
+def _np_estimates(case: RowCase) -> dict[str, np.ndarray]:
+    """float64 estimates of every quantity (no guarantee: they only rank candidates)."""
+    x = case.x
+    n, k = x.shape
+    m = x.max(axis=1)
+    d = x - m[:, None]
+    e = np.exp(d)
+    s = e.sum(axis=1)
+    lse = m + np.log(s)
+    t = np.zeros((n, k))
+    if case.index:
+        t[np.arange(n), case.target] = 1.0
+    else:
+        t = case.target
+    a = (1 - case.smoothing) * t + case.smoothing / k
+    if case.weight is not None:
+        a = a * case.weight[None, :]
+    w = a.sum(axis=1)
+    return {"loss": (a * (lse[:, None] - x)).sum(axis=1),
+            "grad": w[:, None] * e / s[:, None] - a,
+            "lse": lse, "log_softmax": d - np.log(s)[:, None]}
+
+
+def _ball_rank(case: RowCase, q: str, i: int) -> float:
+    balls = case.arb(q, i, ball=4 * 53)
+    balls = balls if isinstance(balls, tuple) else (balls,)
+    return min(A.midpoint_distance(b, case.dtype) for b in balls)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_hard_searched_rows_agree(dtype: str, profile: tuple[str, int]) -> None:
+    """The rows whose value (any component) is closest to a midpoint of dtype among many
+    candidates (float64 estimates, then arb balls), per quantity."""
+    size, seed = profile
+    sizes = ROW_SIZES[size]
+    keep, tally, bad, closest = sizes["keep"], RowTally(), [], 0.0
+    e = float(A.cast(0.1, dtype)[()])
+    for k in (2, 3, 10):
+        for index in (True, False):
+            rng = _rng("row-search", dtype, k, index, seed=seed)
+            n = sizes["pool64"] if dtype == "float64" else sizes["pool"] // k
+            x = A.cast(rng.normal(0, 3, (n, k)) * rng.choice([0.3, 1, 5], (n, 1)), dtype)
+            c = rng.integers(0, k, n)
+            pool = RowCase(dtype, x, c) if index else \
+                RowCase(dtype, x, A.cast(rng.dirichlet(np.ones(k), n), dtype),
+                        _row_weights(rng, k, dtype) + (1.0 if dtype == "float64" else 0.0),
+                        e)
+            est = _np_estimates(pool)
+            for q in ROW_QUANTITIES:
+                if dtype == "float64":  # float64 estimates cannot rank float64 midpoints
+                    pre = np.arange(n)
+                else:
+                    dist = _np_distance(est[q], dtype)
+                    dist = dist.min(axis=1) if dist.ndim == 2 else dist
+                    pre = np.argsort(dist, kind="stable")[:4 * keep]
+                ranks = np.array([_ball_rank(pool, q, i) for i in pre.tolist()])
+                best = pre[np.argsort(ranks, kind="stable")[:keep]]
+                closest = min(closest, float(ranks.min()))
+                case = RowCase(dtype, pool.x[best], pool.target[best], pool.weight,
+                               pool.smoothing, what=(q,))
+                bad += _compare_rows(case, tally)
+    print(f"\nsearched rows {dtype}: closest candidate 2**{closest:.1f} relative from a "
+          f"midpoint")
+    _check_rows(tally, bad, f"searched rows {dtype}")
+
+
+# --------------------------------------------------------------------------- row oracle
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_oracle_two_class_identity(dtype: str) -> None:
+    """The row forms against the scalar ones (two arb codes): logits [0, x] with target
+    [1-y, y] and weights [w, w] give w bce_with_logits(x, y), gradient component 1 its
+    d/dx and component 0 minus that; lse = softplus(x)."""
+    rng = _rng("two-class", dtype)
+    x = _logits(rng, 300, dtype)
+    y = A.cast(rng.uniform(0, 1, 300), dtype)
+    y[:60] = rng.choice([0.0, 1.0], 60)
+    w = np.where(rng.random(300) < 0.5, 1.0, A.cast(rng.uniform(0, 4, 300), dtype))
+    bad = []
+    for xi, yi, wi in zip(x.tolist(), y.tolist(), w.tolist(), strict=True):
+        row, tgt, ww = [0.0, xi], [1 - yi, yi], [wi, wi]  # 1 - y: exact in float64
+        if dtype == "float64":
+            tgt, yi = [1.0 - yi, 1.0 - (1.0 - yi)], 1.0 - (1.0 - yi)  # the pair sums to 1
+        pairs = [(A.cross_entropy(row, tgt, ww, dtype=dtype),
+                  A.bce_with_logits(xi, yi, wi, dtype=dtype)),
+                 (A.cross_entropy(row, tgt, ww, grad=True, dtype=dtype)[1],
+                  A.bce_with_logits(xi, yi, wi, grad=True, dtype=dtype)),
+                 (A.logsumexp(row, dtype=dtype), A.bce_with_logits(xi, 0.0, dtype=dtype))]
+        g0 = A.cross_entropy(row, tgt, ww, grad=True, dtype=dtype)[0]
+        g1 = A.bce_with_logits(xi, yi, wi, grad=True, dtype=dtype)
+        for r, s in pairs:
+            if not A.same(r.value, s.value):
+                bad.append((xi, yi, wi, r, s))
+        if g1.value != 0 and g0.value != -g1.value:  # (signed zeros may differ)
+            bad.append((xi, yi, wi, "grad0", g0, g1))
+    assert not bad, bad[:5]
+
+
+def test_softmax_oracle_limits_and_exact_values() -> None:
+    """Hand values: masks, equal rows (exact softmax 1/K), ties beside logits far below,
+    vanishing tails with their signed zeros."""
+    inf = math.inf
+    r = A.cross_entropy([-inf, -inf], 0)
+    assert math.isnan(r.value) and A.logsumexp([-inf, -inf]).value == -inf
+    assert A.cross_entropy([-inf, 1.0], 0).value == inf               # target masked
+    assert A.cross_entropy([-inf, 1.0], 1).value == 0.0               # mask ignored
+    assert A.cross_entropy([-inf, 1.0], 1, smoothing=0.5).value == inf  # E/K on it
+    g = A.cross_entropy([-inf, 1.0, 1.0], 1, grad=True)
+    assert [v.value for v in g] == [0.0, -0.5, 0.5] and {v.route for v in g} == {"exact"}
+    assert [v.value for v in A.log_softmax([-inf, 3.0])] == [-inf, 0.0]
+    g = A.cross_entropy([0.0, 0.0, 0.0], 1, grad=True, dtype="float64")
+    assert [v.value for v in g] == [1 / 3, -2 / 3, 1 / 3]
+    # ties at the top beside a logit far below: 1/2 - exp(-1e10)/4 rounds to 1/2
+    g = A.cross_entropy([0.0, 0.0, -1e10], 2, grad=True, dtype="float16")
+    assert [v.value for v in g] == [0.5, 0.5, -1.0]
+    # [1e10, 0], label 0: loss log1p(exp(-1e10)) > 0 underflows to +0.0, grad_0 to -0.0
+    r = A.cross_entropy([1e10, 0.0], 0, dtype="float64")
+    assert r.value == 0.0 and math.copysign(1, r.value) == 1
+    g = A.cross_entropy([1e10, 0.0], 0, grad=True, dtype="float64")
+    assert g[0].value == 0.0 and math.copysign(1, g[0].value) == -1 and g[1].value == 0.0
+    ls = A.log_softmax([1e10, 0.0], dtype="float32")
+    assert math.copysign(1, ls[0].value) == -1 and ls[1].value == -1e10
+    # a midpoint margin: float32 1024 + 2**-14, the tail log1p(exp(-1024)) rounds it up;
+    # log_softmax of that class is its mirror image
+    r = A.cross_entropy([2.0 ** -14, -1024.0], 1, dtype="float32")
+    assert (r.route, r.value) == ("sticky", 1024 + 2.0 ** -13)
+    r = A.log_softmax([2.0 ** -14, -1024.0], dtype="float32")[1]
+    assert (r.route, r.value) == ("sticky", -1024 - 2.0 ** -13)
+    r = A.cross_entropy([2.0 ** -14, -1024.0], 1, dtype="float32", sticky=False)
+    assert (r.route, r.value) == ("ball", 1024 + 2.0 ** -13)
+
+
+def test_softmax_huge_logit_rows_agree() -> None:
+    """Rows with two or more logits of magnitude >= 2**1021 below the top (float64 inputs,
+    any output format), in either order."""
+    b = 2.0 ** 1022
+    rows = [[0.0, -b, -1.5 * b], [0.0, -1.5 * b, -b], [0.0, -0.75 * b, -0.5 * b],
+            [1.75 * 2.0 ** 1023, 1.5 * b, b], [1.75 * 2.0 ** 1023, b, 1.5 * b]]
+    tally, bad = RowTally(), []
+    for dtype in ("float64", "float16"):
+        for row in rows:
+            x = np.array([row])
+            bad += _compare_rows(RowCase(dtype, x, np.array([1])), tally)
+            bad += _compare_rows(RowCase(dtype, x, A.cast(np.array([[0.25, 0.5, 0.25]]),
+                                                          dtype), what=("loss", "grad")),
+                                 tally)
+    _check_rows(tally, bad, "huge-logit rows")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_overflow_threshold_rows_agree(dtype: str) -> None:
+    """Margins exactly at the overflow threshold max + ulp/2 (the tail decides: inf) and
+    a quarter ulp below it (max), for the loss and log_softmax."""
+    f = A.FORMATS[dtype]
+    big, half = _fmax(dtype), math.ldexp(1.0, f.emax - f.precision)
+    x = np.array([[half, -big], [half / 2, -big], [-big, half], [half, -big]])
+    case = RowCase(dtype, x, np.array([1, 1, 0, 0]))
+    assert A.cross_entropy(x[0], 1, dtype=dtype).value == math.inf
+    assert A.cross_entropy(x[1], 1, dtype=dtype).value == big
+    tally = RowTally()
+    _check_rows(tally, _compare_rows(case, tally), f"overflow-threshold rows {dtype}")

@@ -430,6 +430,27 @@ def test_classes_tied_at_the_top_beside_a_far_logit(monkeypatch, far, tied):
         assert soft[0] == soft[1] and abs(soft[0] + soft[2] / 2) <= abs(soft[2]) * 2.0**-50
 
 
+@pytest.mark.parametrize("row", [
+    [0.0, -1.5 * 2.0**1022, -(2.0**1022)],
+    [0.0, -1.5 * 2.0**1021, -(2.0**1021)],
+    [1.75 * 2.0**1023, 2.0**1022, 1.5 * 2.0**1022],
+])
+def test_rows_beyond_the_float64_guesses_in_any_order(row):
+    """Logits 2**1021 and more below the max saturate the float64 guesses to -inf: the
+    largest of them is chosen by exact comparison, so every order of the row gives the
+    same values (an OverflowError once; found by the arb oracle)."""
+    def r64(values):
+        return [reference.round_to(v, "float64") for v in values]
+
+    values = r64(reference.logsumexp(r) for r in (row, row[::-1], [row[0], row[2], row[1]]))
+    assert values[0] == values[1] == values[2]
+    grads = r64(reference.cross_entropy_grad(row, 0))
+    swapped = r64(reference.cross_entropy_grad([row[0], row[2], row[1]], 0))
+    assert swapped == [grads[0], grads[2], grads[1]]
+    got = reference.rounded_logsumexp("float64", np.array([row, row[::-1]]))
+    assert got[0] == got[1] == values[0]
+
+
 def _hard_rows(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows [0, -v], label 1, with v a float32 tie (a float32 plus half its ulp,
     40 <= v <= 2**20): the loss is v + log1p(exp(-v)), log_softmax[1] = -v - log1p(...),
