@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import multiprocessing
 import os
 import re
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -544,9 +546,36 @@ def write_report(doc: dict[str, Any], run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = with_verdicts(doc)
-    for page in details(doc):
-        _write(run_dir / page["file"], render_subject(doc, page))
+    pages = details(doc)
+    jobs = min(len(pages), os.cpu_count() or 1)
+    if jobs > 1:
+        # the subject pages' plots are most of a report's time, and a run ends with every
+        # core idle: render them in fresh (spawned) processes, never forked from a pytest
+        # process with threads; a worker that dies is an error here, not a hang
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_receive,
+                                 initargs=(doc, pages, run_dir)) as pool:
+            biggest = sorted(range(len(pages)), key=lambda i: -sum(
+                len(sec["records"]) for sec in pages[i]["sections"]))
+            list(pool.map(_write_subject_page, biggest))
+    else:
+        for page in pages:
+            _write(run_dir / page["file"], render_subject(doc, page))
     return _write(run_dir / "index.html", render_report(doc, run_dir))
+
+
+_RECEIVED: tuple[dict[str, Any], list[dict[str, Any]], Path] | None = None
+
+
+def _receive(doc: dict[str, Any], pages: list[dict[str, Any]], run_dir: Path) -> None:
+    global _RECEIVED
+    _RECEIVED = (doc, pages, run_dir)
+
+
+def _write_subject_page(i: int) -> None:
+    assert _RECEIVED is not None
+    doc, pages, run_dir = _RECEIVED
+    _write(run_dir / pages[i]["file"], render_subject(doc, pages[i]))
 
 
 def _write(path: Path, text: str) -> Path:
