@@ -140,7 +140,7 @@ class Collector:
         self._meta()
         self._write("record", record)
 
-    def skip(self, subject: str, dtype: str, device: str, reason: str) -> None:
+    def skip(self, subject: str, dtype: str | None, device: str, reason: str) -> None:
         self._write("skipped", {"subject": subject, "dtype": dtype, "device": device,
                                 "reason": reason})
 

@@ -16,6 +16,27 @@ from audit import layouts
 from audit.runners import MIN_NORMAL32, TINY32, CallFn, Runner
 
 
+def jax_cache_dir() -> str | None:
+    """XLA's persistent compilation cache for the jax workers: BCE_AUDIT_JAX_CACHE (a
+    folder, or "off"), else $XDG_CACHE_HOME/bce-stability-audit/jax (~/.cache/...). Eager
+    jax compiles each op for each shape; the audit's workers (one per pytest-xdist worker,
+    and every later run) then load the same executables instead of compiling them again:
+    3-4x faster jax checks when warm (measured on the row checks). Entries are keyed by
+    jax itself (version, flags, backend, program), so they never change a result."""
+    chosen = os.environ.get("BCE_AUDIT_JAX_CACHE")
+    if chosen == "off":
+        return None
+    if chosen:
+        return chosen
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "bce-stability-audit", "jax")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:  # a read-only home: compile every time, as without the cache
+        return None
+    return path
+
+
 class JaxRunner(Runner):
     name = "jax"
     modules = ("jax", "optax")
@@ -27,6 +48,11 @@ class JaxRunner(Runner):
         import jax
 
         jax.config.update("jax_enable_x64", True)
+        cache = jax_cache_dir()
+        if cache:  # eager jax compiles every op per shape: share them across processes
+            jax.config.update("jax_compilation_cache_dir", cache)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
         return jax
 
     def device_reason(self, device: str) -> str | None:

@@ -41,12 +41,28 @@ def _deep(config: pytest.Config) -> bool:
     return _profile_and_seed(config)[0] == "audit"
 
 
-def _chosen(config: pytest.Config) -> list[Subject]:
-    opts = config.audit  # type: ignore[attr-defined]
-    if "eager" not in opts["executions"]:
-        return []  # compiled / autocast rows are not graded yet
+def _selected(config: pytest.Config) -> list[Subject]:
     return sf.row_subjects(_csv(config.getoption("--subjects")),
                            _csv(config.getoption("--frameworks")))
+
+
+def _chosen(config: pytest.Config) -> list[Subject]:
+    """The row subjects graded eager (the only execution rows have: test_row_execution)."""
+    opts = config.audit  # type: ignore[attr-defined]
+    return _selected(config) if "eager" in opts["executions"] else []
+
+
+# Why rows are graded eager only: a compiled function is specialised on what its call
+# closes over, and a row block's class indices travel as a keyword of the call (a float16
+# tensor cannot hold the index 99999), so each block would compile anew (torch's recompile
+# limit is an error here, by design) or, cached by shape, reuse another block's labels.
+ROWS_EAGER_ONLY = {
+    "compiled": "the row families (cross_entropy, log_softmax, logsumexp) are graded eager "
+                "only: the class indices are a keyword of the call, and a compiled function "
+                "would be specialised on each block's indices",
+    "autocast": "the row families (cross_entropy, log_softmax, logsumexp) are graded eager "
+                "only: the row suite has no autocast execution yet",
+}
 
 
 def row_cases(config: pytest.Config) -> list[sf.RowCase]:
@@ -85,12 +101,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         params = [(d, q) for d in opts["dtypes"] for q in ("loss", "grad")
                   if "cpu" in opts["devices"]]
         metafunc.parametrize("row_pair", params, ids=[f"{d}-{q}" for d, q in params])
+    if "row_execution" in metafunc.fixturenames:
+        opts = config.audit  # type: ignore[attr-defined]
+        params = [(s.name, e) for s in _selected(config) for e in opts["executions"]
+                  if e != "eager"]
+        metafunc.parametrize("row_execution", params, ids=[f"{n} {e}" for n, e in params])
     if "two_class" in metafunc.fixturenames:
         names = [s.name for s in _chosen(config) if s.family == "cross_entropy"]
         metafunc.parametrize("two_class", names, ids=names)
 
 
-def _skip(audit, subject: Subject, dtype: str, device: str, reason: str) -> None:
+def _skip(audit, subject: Subject, dtype: str | None, device: str, reason: str) -> None:
     audit.collector.skip(subject.name, dtype, device, reason)
     pytest.skip(reason)
 
@@ -120,6 +141,16 @@ def _describe(out: sf.RowOutcome, verdict) -> str:
         lines.append(f"contract {c.id!r} no longer holds: no {'|'.join(c.status)} point in "
                      f"region `{c.region}` (the framework changed or the contract is wrong)")
     return "\n".join(lines)
+
+
+def test_row_execution(row_execution: tuple[str, str], audit) -> None:
+    """Compiled and autocast executions of a row subject: a recorded skip with the reason,
+    one per subject and execution (never silently dropped)."""
+    name, execution = row_execution
+    subject = get(name)
+    reason = subject.skip_reason("float32", "cpu", execution=execution) or \
+        f"{execution}: {ROWS_EAGER_ONLY[execution.split('_')[0]]}"
+    _skip(audit, subject, None, "cpu", reason)
 
 
 def test_row_check(row_case: sf.RowCase, audit, request: pytest.FixtureRequest) -> None:
