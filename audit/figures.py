@@ -252,3 +252,53 @@ def breakdown_plot(records: Sequence[dict[str, Any]], entries: Sequence[dict[str
     fig.legend(loc="upper center", ncol=3, fontsize=7, frameon=False)
     return image(fig, f"{framework} {dtype}: sigmoid_bce and bce_with_logits loss error",
                  css="plot breakdown")
+
+
+def target_map_figure(record: dict[str, Any]) -> Any:
+    """The logit x target map of a `--targets all` record (audit/target_map.py): share of
+    points not ok per cell (colour), white where no point falls; the title says where the
+    largest error is."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    m = record["target_map"]
+    n, bad = np.array(m["n"], float), np.array(m["bad"], float)
+    keep_x = np.flatnonzero(n.sum(axis=1) > 0)
+    keep_y = np.flatnonzero(n.sum(axis=0) > 0)
+    n, bad = n[np.ix_(keep_x, keep_y)], bad[np.ix_(keep_x, keep_y)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(n > 0, bad / n, np.nan)
+    share = np.where(share == 0, np.nan, share)  # all ok: left blank (white), like no data
+    xs = [m["x_bins"][i] for i in keep_x]
+    ys = [m["y_bins"][i] for i in keep_y]
+    fig = Figure(figsize=(9.5, 4.6))
+    ax = fig.subplots()
+    fig.subplots_adjust(left=0.09, right=0.9, top=0.88, bottom=0.2)
+    img = ax.imshow(share.T, origin="lower", aspect="auto", interpolation="nearest",
+                    cmap="magma_r", norm=LogNorm(vmin=max(1e-6, np.nanmin(share)
+                                                          if np.isfinite(share).any()
+                                                          else 1e-6), vmax=1.0))
+    step_x = max(1, len(xs) // 14)
+    ax.set_xticks(range(0, len(xs), step_x), [xs[i] for i in range(0, len(xs), step_x)],
+                  rotation=45, ha="right", fontsize=7)
+    step_y = max(1, len(ys) // 12)
+    ax.set_yticks(range(0, len(ys), step_y), [ys[i] for i in range(0, len(ys), step_y)],
+                  fontsize=7)
+    ax.set_xlabel("logit x (sign and binade)", fontsize=8)
+    ax.set_ylabel("target y (binade of y, or of 1 - y)", fontsize=8)
+    total = int(n.sum())
+    wrong = int(bad.sum())
+    ax.set_title(f"{record['subject']} {record['dtype']} {record['quantity']}: "
+                 f"{wrong:,} of {total:,} points not ok ({wrong / max(total, 1):.2%}); "
+                 f"colour: share not ok per cell", fontsize=9)
+    bar = fig.colorbar(img, ax=ax, fraction=0.03, pad=0.01)
+    ticks = [t for t in (1e-6, 1e-4, 1e-2, 1.0) if t >= img.norm.vmin]
+    bar.set_ticks(ticks, labels=[f"{t:.0e}" if t < 1 else "all" for t in ticks], fontsize=7)
+    return fig
+
+
+def target_map_plot(record: dict[str, Any]) -> Markup:
+    fig = target_map_figure(record)
+    return image(fig, f"{record['subject']} {record['dtype']} {record['quantity']} "
+                      f"logit x target map")

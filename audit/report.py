@@ -24,7 +24,14 @@ from typing import Any
 
 from audit import history, invalid_input, questions
 from audit.dtypes import DTYPES, ORDER
-from audit.figures import BUDGET, QUANTITIES, STATUS_COLOUR, breakdown_plot, detail_plot
+from audit.figures import (
+    BUDGET,
+    QUANTITIES,
+    STATUS_COLOUR,
+    breakdown_plot,
+    detail_plot,
+    target_map_plot,
+)
 from audit.results import (
     SEVERITY,
     record_status,
@@ -537,6 +544,8 @@ def render_subject(doc: dict[str, Any], page: dict[str, Any]) -> str:
         section["plot"] = detail_plot(section["records"], section["dtype"],
                                       f"{section['subject']} {section['dtype']}")
         section["breakdown"] = breakdowns.get(section["dtype"])
+        section["target_maps"] = [target_map_plot(r) for r in section["records"]
+                                  if r.get("target_map")]
     return _environment().get_template("subject.html.j2").render(**_common(doc), page=page)
 
 

@@ -22,6 +22,7 @@ from audit.families import LABEL_SMOOTHING
 from audit.grading import SEVERITY, STATUSES
 from audit.records import number_arg, repro_command
 from audit.results import to_json_value
+from audit.target_map import TargetMap, merge_fields
 from reference.formats import get_format
 
 _UINT = {16: np.uint16, 32: np.uint32, 64: np.uint64}
@@ -86,6 +87,7 @@ class Accumulator:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
     inf_codes: np.ndarray = field(default_factory=lambda: np.zeros(len(STATUSES), np.int64))
     stability: verdicts.SweepStability | None = None  # set in __post_init__
+    target_map: TargetMap | None = None  # `--targets all`: the logit x target map
 
     def __post_init__(self) -> None:
         # verdicts are for the family's default setting without label smoothing
@@ -97,6 +99,8 @@ class Accumulator:
     def add(self, x: np.ndarray, y: np.ndarray, observed: np.ndarray, expected: np.ndarray,
             g, errors: dict[int, str] | None = None) -> None:
         self.n += x.size
+        if self.target_map is not None:
+            self.target_map.add(x, y, g.code != OK, g.ulp)
         bad = np.flatnonzero(g.code != OK)
         codes = np.bincount(g.code[bad], minlength=len(STATUSES))
         codes[OK] = x.size - bad.size
@@ -191,6 +195,8 @@ class Accumulator:
             "inf_counts": {k: int(v) for k, v in zip(STATUSES, self.inf_codes.tolist(),
                                                       strict=True) if v},
             **({"stability": stability} if stability else {}),
+            **({"target_map": self.target_map.field()} if self.target_map is not None
+               else {}),
         }
 
 
@@ -260,7 +266,7 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
           snapshot_every: float = SNAPSHOT_EVERY,
           parts: list[dict] | None = None,
           params: dict[str, float | None] | None = None,
-          execution: str = "eager") -> list[dict]:
+          execution: str = "eager", target_map: bool = False) -> list[dict]:
     """Grade values and gradients of one subject over every input (or a sample).
 
     on_chunk(done, total) is called after every chunk (parallel progress). should_stop()
@@ -271,7 +277,9 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     given, receives this shard's progress {"index", "count" (1-based shard i/n), "done",
     "total" (inputs drawn, NaN patterns included)}. `params`: a parametric family's
     setting (gamma, alpha; the family's default otherwise) and a label smoothing E (the
-    dtype's value) for a subject that takes it."""
+    dtype's value) for a subject that takes it. `target_map`: each record gets the logit x
+    target map (audit/target_map.py; for `--targets all`), and targets are graded many
+    to a framework call (about `chunk` points each)."""
     subject = subjects.get(subject_name)
     family = subject.family_record
     params = {**family.default, **(params or {})} or None
@@ -286,7 +294,8 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
     fmt = get_format(dtype)
     mode = "exhaustive" if exhaustive else "sampled"
     accs = {q: Accumulator(Case(subject_name, "values" if q == "loss" else "grads", dtype,
-                                device, execution=execution), mode, params)
+                                device, execution=execution), mode, params,
+                           target_map=TargetMap(dtype) if target_map else None)
             for q in ("loss", "grad")}
     i, n = shard
     lo, total = shard_extent(subject_name, dtype, exhaustive=exhaustive, samples=samples,
@@ -319,10 +328,17 @@ def sweep(subject_name: str, dtype: str, *, device: str = "cpu", targets: list[f
                 patterns = np.uint64(first) + patterns % np.uint64(stop - first)
         trim()
         xs = values_of(patterns, dtype)
-        for y in targets if xs.size else ():  # none: a chunk of NaN patterns only
-            pts = Batch.of(xs, y, **{k: np.full(xs.size, np.nan if v is None else float(v))
+        per_call = max(1, chunk // max(xs.size, 1)) if target_map else 1
+        groups = [targets[k:k + per_call] for k in range(0, len(targets), per_call)]
+        for group in groups if xs.size else ():  # none: a chunk of NaN patterns only
+            if per_call == 1:
+                gx, y = xs, group[0]
+            else:  # every logit of the chunk against each target of the group
+                gx = np.tile(xs, len(group))
+                y = np.repeat(np.asarray(group, dtype=np.float64), xs.size)
+            pts = Batch.of(gx, y, **{k: np.full(gx.size, np.nan if v is None else float(v))
                                      for k, v in (params or {}).items()})  # the setting
-            scalar = {"x": xs, "y": y, "w": 1.0, "p": 1.0}  # the fast reference broadcasts
+            scalar = {"x": gx, "y": y, "w": 1.0, "p": 1.0}  # the fast reference broadcasts
             for q, acc in accs.items():
                 observed, errors, crashes = _observe(subject, acc.case, pts)
                 expected, ref_parts = reference_values(op, dtype, scalar, q == "grad")
@@ -538,6 +554,8 @@ def merge_records(records: list[dict]) -> list[dict]:
         base.pop("stability", None)
         if stability is not None:
             base["stability"] = stability
+        if all("target_map" in r for r in rs):
+            base["target_map"] = merge_fields([r["target_map"] for r in rs])
         if all("inf_counts" in r for r in rs):
             inf: dict[str, int] = {}
             for r in rs:

@@ -119,7 +119,15 @@ def _budget(value: float | None, dtype: str) -> float:
 
 
 def _targets(text: str, dtype: str) -> list[float]:
-    """--targets: labels in [0, 1] (rounded to the dtype), each once."""
+    """--targets: labels in [0, 1] (rounded to the dtype), each once; `all`: every value
+    of the dtype in [0, 1] (the logit x target map of audit/target_map.py)."""
+    if text.strip() == "all":
+        from audit.target_map import DTYPES, all_targets
+
+        if dtype not in DTYPES:
+            raise UsageError(f"--targets all is for {' and '.join(DTYPES)} (every target "
+                             f"against every logit), not {dtype}")
+        return all_targets(dtype).tolist()
     values: list[float] = []
     for t in text.split(","):
         try:
@@ -288,7 +296,9 @@ def cmd_sweep(argv: list[str]) -> int:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--exhaustive", action="store_true")
     g.add_argument("--samples", type=int)
-    p.add_argument("--targets", default="0,1", help="comma list of targets (default 0,1)")
+    p.add_argument("--targets", default="0,1",
+                   help="comma list of targets (default 0,1), or `all`: every value of the "
+                        "dtype in [0, 1], with the logit x target map in each record")
     p.add_argument("--shard", default="1/1")
     p.add_argument("--device", default="cpu")
     p.add_argument("--chunk", type=int, default=1 << 20)
@@ -357,7 +367,7 @@ def cmd_sweep(argv: list[str]) -> int:
                       samples=args.samples or 0, shard=shard, chunk=args.chunk,
                       seed=args.seed, budget=budget, progress=not args.quiet,
                       should_stop=stop, parts=parts, params=params,
-                      execution=args.execution)
+                      execution=args.execution, target_map=args.targets.strip() == "all")
         try:
             if dask_engine:
                 from audit.sweep_dask import SchedulerUnreachable, sweep_dask
