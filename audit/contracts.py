@@ -9,6 +9,9 @@ inputs:
 - a non-ok point that no contract explains is a new finding: the test fails;
 - a contract that explains no point of a check it applies to no longer holds (the
   framework changed, or the contract was wrong): the test fails too.
+A contract with `found_by = "search"` declares what only a Hypothesis search reached
+(the fixed inputs never show it): it explains drawn points only (searches are judged
+non-strictly), never a fixed input's; its reason says where the search found it.
 Regions are small boolean expressions over the point, e.g.
 `x > sigmoid_saturates and y == 1`, with names x (input), y (target), w, p, the dtype
 thresholds of audit.regions, `max` (largest finite) and `tiny` (smallest subnormal).
@@ -99,6 +102,7 @@ class Contract:
     executions: tuple[str, ...] = ("eager", "autocast_*")
     link: str | None = None
     max_ulp: float | None = None  # for "inaccurate": the declared worst error
+    found_by: str = "fixed"  # "search": judged on drawn points only (never unobserved)
     _tree: ast.Expression = field(default=None, repr=False, compare=False)  # type: ignore
 
     def applies(self, subject: str, check: str, dtype: str, device: str, reduction: str,
@@ -222,7 +226,10 @@ def _contract(entry: dict, seen: set[str]) -> Contract:
                  devices=_tuple(entry.get("devices", "*")),
                  reductions=_tuple(entry.get("reductions", "*")),
                  executions=_tuple(entry.get("executions", ["eager", "autocast_*"])),
-                 link=entry.get("link"), max_ulp=entry.get("max_ulp"), _tree=tree)
+                 link=entry.get("link"), max_ulp=entry.get("max_ulp"),
+                 found_by=entry.get("found_by", "fixed"), _tree=tree)
+    if c.found_by not in ("fixed", "search"):
+        raise ValueError(f"found_by must be 'fixed' or 'search', not {c.found_by!r}")
     c.contains({"x": np.zeros(1), "y": np.zeros(1), "w": np.ones(1), "p": np.ones(1),
                 **{n: np.zeros(1) for n in ROW_VARIABLES}},
                "float32")  # validates the expression now, not mid-run
@@ -252,6 +259,8 @@ def judge(status: np.ndarray, points: Batch | dict[str, np.ndarray], applicable:
     explained_by = np.full(status.shape, "", dtype=object)
     matched, unobserved = [], []
     for c in applicable:
+        if strict and c.found_by == "search":  # fixed inputs: only fixed-input contracts
+            continue
         hit = bad & (explained_by == "") & c.contains(points, dtype) & \
             np.isin(status, list(c.status))
         if c.max_ulp is not None and ulp is not None:
