@@ -18,6 +18,7 @@ import numpy as np
 # logits per point); contracts accept them in regions besides x, y, w, p.
 ROW_VARIABLES = ("k", "x_max", "x_min", "x_spread", "masked", "pinf", "nans", "xl", "margin",
                  "e", "j", "xj", "dj", "on_label", "pj",
+                 "psum", "zeros", "ql", "q_min", "q_max", "qj",  # rows of probabilities
                  "rows", "ignored", "den", "total")  # the reduced check's, per batch
 
 

@@ -159,6 +159,10 @@ def reason_for(subject: str, check: str, status: str, label: str) -> tuple[str, 
     fw, op = subject.split(".", 1)
     kind = sf.CHECKS[check][1]
     quantity = sf.CHECKS[check][0]
+    if get(subject).family == sf.PROBS_FAMILY:
+        from audit import softmax_probs_draft
+
+        return softmax_probs_draft.reason(kind, quantity, status, label)
     if fw == "paddle" and quantity == "grad":
         return ("gradient = softmax - target on paddle's softmax, which clips x - max(x) at -64 "
                 "before exp (a -inf or far-below logit counts as exp(-64)) and is NaN from inf - "
@@ -185,12 +189,24 @@ def reason_for(subject: str, check: str, status: str, label: str) -> tuple[str, 
     return f"TODO {status} on rows with {label}", ""
 
 
-def _classify(v: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    """{row label: the failing points of that kind}, by the first CLASSES region."""
-    names = {k: v[k][idx] for k in ("k", "nans", "pinf", "masked")}
+def classes_for(family: str, check: str, dtype: str) -> tuple[tuple[str, str], ...]:
+    """The (region, label) classes of a family's check (rows of probabilities have
+    their own, per dtype: audit/softmax_probs_draft.py)."""
+    if family == sf.PROBS_FAMILY:
+        from audit import softmax_probs_draft
+
+        quantity, kind = sf.CHECKS[check]
+        return softmax_probs_draft.classes(kind, quantity, dtype)
+    return CLASSES
+
+
+def _classify(v: dict[str, np.ndarray], idx: np.ndarray,
+              classes: tuple[tuple[str, str], ...] = CLASSES) -> dict[str, np.ndarray]:
+    """{row label: the failing points of that kind}, by the first `classes` region."""
+    names = {k: a[idx] for k, a in v.items()}
     left = np.ones(idx.size, bool)
     out = {}
-    for region, label in CLASSES:
+    for region, label in classes:
         tree = ast.parse(region, mode="eval").body
         hit = left & np.asarray(_Evaluator(names).visit(tree), dtype=bool)
         if hit.any():
@@ -220,8 +236,9 @@ def measure(names: list[str], dtypes: tuple[str, ...] = DTYPES, deep: bool = Fal
                 st = out.graded.status.astype(str)
                 for status in sorted(set(st) - {"ok"}):
                     idx = np.flatnonzero(st == status)
-                    for label, pick in _classify(out.variables, idx).items():
-                        region = next(r for r, lab in CLASSES if lab == label)
+                    classes = classes_for(s.family, check, dtype)
+                    for label, pick in _classify(out.variables, idx, classes).items():
+                        region = next(r for r, lab in classes if lab == label)
                         ks = sorted({int(k) for k in out.variables["k"][pick]})
                         if ks[0] >= sf.VOCAB:  # only the vocabulary-sized row
                             region = f"({region}) and k >= {sf.VOCAB}"

@@ -1,4 +1,7 @@
-"""Row families: softmax cross-entropy, log_softmax and logsumexp (DESIGN.md section 10).
+"""Row families: softmax cross-entropy, log_softmax and logsumexp (DESIGN.md section 10),
+and cross_entropy_probs: the categorical cross-entropy of rows of class probabilities
+(from_logits=False; reference/softmax_probs.py), whose rows come from
+audit/softmax_probs_rows.py (a Block's `logits` are then the input probabilities).
 
 A point of these families is a row of K logits (plus a class index, or K class
 probabilities), not one number, so they are graded by a suite of their own
@@ -28,11 +31,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 import reference
+from audit import softmax_probs_rows as pr
 from audit import workers
 from audit.dtypes import numpy_dtype
 from audit.grading import Graded, grade, ulp_exponent
 from audit.subjects import ROW_SUBJECTS, Subject
-from reference import softmax
+from reference import softmax, softmax_probs
 from reference.engine import ReferenceUncertainError
 from reference.fast_core import round_array
 from reference.formats import get_format, round_to
@@ -73,10 +77,14 @@ CHECKS: dict[str, tuple[str, str]] = {
     "reduced": ("loss", "reduced"),
 }
 
+# cross_entropy_probs: rows of class probabilities, not logits (from_logits=False; its
+# rows and ci scope: audit/softmax_probs_rows.py)
+PROBS_FAMILY = "cross_entropy_probs"
 FAMILIES: dict[str, RowFamily] = {f.name: f for f in (
     RowFamily("cross_entropy", True, False, tuple(CHECKS)),
     RowFamily("log_softmax", False, True, ("values",)),
     RowFamily("logsumexp", False, False, ("values",)),
+    RowFamily(PROBS_FAMILY, True, False, ("values", "grads", "soft", "soft_grads")),
 )}
 
 # The target kinds a built-in subject does not take, and why (measured APIs).
@@ -121,6 +129,8 @@ def row_subjects(names: Iterable[str] | None = None, frameworks: Iterable[str] |
 
 def in_ci(family: str, check: str, dtype: str) -> bool:
     """Does the `ci` profile run this check in this dtype?"""
+    if family == PROBS_FAMILY:
+        return pr.in_ci(check, dtype)
     if family != "cross_entropy":
         return dtype in CI_ROW_DTYPES
     return dtype in CI_DTYPES[CHECKS[check][1]]
@@ -346,9 +356,45 @@ def blocks(check: str, dtype: str, deep: bool = False, smoothing: float = DEFAUL
     return out
 
 
+def prob_row_set(k: int, dtype: str, deep: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(names, rows [n, K]) of class probabilities for K classes (cross_entropy_probs):
+    audit/softmax_probs_rows.py's patterns rounded to the dtype, each distinct row once
+    (many softmax outputs round alike), fewer rows for K = 1000 under the ci profile."""
+    pats = pr.patterns(k, dtype, _patterns(k, dtype, deep), representable)
+    rows = representable(np.stack([r for _, r in pats]), dtype)
+    _, first = np.unique(rows.view(np.uint64), axis=0, return_index=True)
+    keep = np.sort(first)
+    names, rows = np.array([n for n, _ in pats], dtype=object)[keep], rows[keep]
+    if k >= 1000 and not deep:
+        pick = np.array([str(n).startswith(pr.CI_BIG) for n in names])
+        names, rows = names[pick], rows[pick]
+    return names, rows
+
+
+def prob_blocks(check: str, dtype: str, deep: bool = False) -> list[Block]:
+    """The fixed blocks of a cross_entropy_probs check, one per K: class indices picked
+    by _labels (the most and least probable among them), or pr.targets' probabilities."""
+    kind = CHECKS[check][1]
+    out = []
+    for k in pr.CLASS_COUNTS:
+        names, rows = prob_row_set(k, dtype, deep)
+        if kind == "label":
+            out.append(_label_block(names, rows))
+            continue
+        pick = [(i, name, t) for i in range(len(rows)) for name, t in pr.targets(k, rows[i])
+                if k < 1000 or deep or name in pr.CI_TARGETS]
+        probs = representable(np.stack([t for *_, t in pick]), dtype)
+        idx = np.array([i for i, *_ in pick])
+        pats = np.array([f"{names[i]} / {name}" for i, name, _ in pick], dtype=object)
+        out.append(Block(rows[idx], pats, probs=probs))
+    return out
+
+
 def row_blocks(family: str, check: str, dtype: str, deep: bool = False,
                smoothing: float = DEFAULT_SMOOTHING) -> list[Block]:
     """The blocks a subject of `family` is graded on in `check`."""
+    if family == PROBS_FAMILY:
+        return prob_blocks(check, dtype, deep)
     bs = blocks(check, dtype, deep, smoothing)
     if family == "cross_entropy":
         return bs
@@ -366,7 +412,7 @@ def _arrays_params(family: str, b: Block) -> tuple[list, dict]:
     arrays = [b.logits.reshape(-1), None if b.probs is None else b.probs.reshape(-1),
               b.weight, None]
     params: dict = {"classes": b.k}
-    if family == "cross_entropy":
+    if FAMILIES[family].targets:
         if b.labels is not None:
             params["labels"] = b.labels
         if b.smoothing:
@@ -437,6 +483,11 @@ def _row_tuples(family: str, b: Block, grad: bool, i: int,
                 cols: list[int] | None = None) -> list:
     """Certified representatives (mpmath tuples) of row i: its loss / logsumexp, or the
     gradient / log_softmax components `cols` (all when None)."""
+    if family == PROBS_FAMILY:
+        target = int(b.labels[i]) if b.labels is not None else b.probs[i]
+        vals = softmax_probs.row_values(b.logits[i], target, weight=b.weight,
+                                        label_smoothing=b.smoothing, grad=grad)
+        return list(vals) if cols is None or not grad else [vals[j] for j in cols]
     ls = softmax.tuples(b.logits[i])
     if family == "logsumexp":
         return [softmax.logsumexp_value(ls)]
@@ -448,6 +499,10 @@ def _row_tuples(family: str, b: Block, grad: bool, i: int,
 
 
 def _rounded_block(family: str, dtype: str, b: Block, grad: bool) -> np.ndarray:
+    if family == PROBS_FAMILY:
+        return reference.rounded_cross_entropy_probs(dtype, b.logits, b.target(),
+                                                     weight=b.weight,
+                                                     label_smoothing=b.smoothing, grad=grad)
     if family == "logsumexp":
         return reference.rounded_logsumexp(dtype, b.logits)
     if family == "log_softmax":
@@ -509,6 +564,8 @@ def estimate(family: str, b: Block, grad: bool) -> tuple[np.ndarray, np.ndarray]
     x = b.logits.astype(ld)
     n, k = x.shape
     shape = _shape(family, b, grad)
+    if family == PROBS_FAMILY:  # no estimate: the certified row values are cached
+        return np.full(shape, np.nan, dtype=ld), np.full(shape, np.nan, dtype=ld)
     ninf = np.isneginf(b.logits)
     fin = np.isfinite(b.logits)
     ok = (fin | ninf).all(axis=1) & fin.any(axis=1)
@@ -641,7 +698,9 @@ def variables(b: Block, grad_or_per_class: bool) -> dict[str, np.ndarray]:
     probabilities), xl (the label's logit), margin (xl - the largest other logit: the
     BCE logit of a two-class row), w (the label's class weight), e (smoothing); per
     component also j, xj, dj (xj - x_max), on_label (1 at the label's class), pj (its
-    target probability)."""
+    target probability). For rows of probabilities (cross_entropy_probs; meaningless on
+    logits) the normalized q = x / psum: psum (the row's sum), zeros (exact zeros), ql
+    (q at the label), q_min (the smallest q with target mass), q_max; per component qj."""
     x = b.logits
     n, k = x.shape
     fin = np.isfinite(x)
@@ -665,7 +724,7 @@ def variables(b: Block, grad_or_per_class: bool) -> dict[str, np.ndarray]:
             "pinf": np.isposinf(x).sum(axis=1).astype(float),
             "y": b.labels.astype(float) if hard else np.full(n, -1.0),
             "xl": xl, "margin": margin, "w": w, "e": np.full(n, b.smoothing),
-            "p": np.ones(n)}
+            "p": np.ones(n), **_prob_variables(b, lab)}
     if not grad_or_per_class:
         return base
     out = {name: np.repeat(v, k) for name, v in base.items()}
@@ -678,7 +737,25 @@ def variables(b: Block, grad_or_per_class: bool) -> dict[str, np.ndarray]:
     if hard and b.ignore_index is not None:
         out["on_label"][np.repeat(b.labels == b.ignore_index, k)] = 0.0
     out["pj"] = b.probs.reshape(-1) if b.probs is not None else out["on_label"]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        out["qj"] = (x / x.sum(axis=1, keepdims=True)).reshape(-1)
     return out
+
+
+def _prob_variables(b: Block, lab: np.ndarray) -> dict[str, np.ndarray]:
+    """psum, zeros, ql, q_min, q_max of rows of probabilities (variables())."""
+    x = b.logits
+    n = len(x)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        total = x.sum(axis=1)
+        q = x / total[:, None]
+        ql = qmin = np.full(n, np.nan)  # no target (log_softmax, logsumexp)
+        if b.labels is not None:
+            ql = qmin = q[np.arange(n), lab]
+        elif b.probs is not None:
+            qmin = np.where(b.probs > 0, q, np.inf).min(axis=1)
+        return {"psum": total, "zeros": (x == 0).sum(axis=1).astype(float), "ql": ql,
+                "q_min": qmin, "q_max": q.max(axis=1)}
 
 
 def plot_x(b: Block) -> np.ndarray:

@@ -3,6 +3,11 @@
     python -m audit probe torch.cross_entropy --dtype float32 --logits=1e4,0,0 --label 1 [--grad]
     python -m audit probe tf.cross_entropy --dtype float16 --logits=0,-inf,3 --probs=0.5,0,0.5
     python -m audit probe jax.log_softmax --dtype bfloat16 --logits=0*100000
+    python -m audit probe keras.categorical --dtype float32 --probs-row=0.5,0.25,0.25 --label 1
+
+Subjects of the cross_entropy_probs family (rows of class probabilities, from_logits=False)
+take their input row as --probs-row=P1,...,PK instead of --logits; the target is still
+--label K or --probs=T1,...,TK, and --grad grades d loss / d p.
 
 One JSON object, the fields of the scalar probe (input = the logits, target = the class
 index or the probabilities) plus classes and, for gradients and log_softmax, one
@@ -38,7 +43,8 @@ def wants(argv: list[str]) -> bool:
     """Is this probe one of a row subject (or does it give --logits)?"""
     from audit.subjects import ROW_SUBJECTS
 
-    return any(a.startswith("--logits") for a in argv) or any(a in ROW_SUBJECTS for a in argv)
+    return any(a.startswith(("--logits", "--probs-row")) for a in argv) or \
+        any(a in ROW_SUBJECTS for a in argv)
 
 
 def parse_row(text: str, dtype: str, what: str) -> np.ndarray:
@@ -70,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m audit probe")
     p.add_argument("subject")
     p.add_argument("--dtype", required=True)
-    p.add_argument("--logits", required=True, help="L1,...,LK (use = for a leading minus)")
+    p.add_argument("--logits", default=None, help="L1,...,LK (use = for a leading minus)")
+    p.add_argument("--probs-row", default=None, metavar="P1,...,PK",
+                   help="the input row of class probabilities, for the cross_entropy_probs "
+                        "subjects (keras.categorical) in place of --logits")
     p.add_argument("--label", default=None, help="the class index")
     p.add_argument("--probs", default=None, help="P1,...,PK: class probabilities")
     p.add_argument("--weight", default=None, help="W1,...,WK: class weights")
@@ -89,11 +98,23 @@ def _int(text: str, what: str) -> int:
         raise UsageError(f"{what} must be a whole number, not {text!r}") from None
 
 
+def _input_row(args: argparse.Namespace, family: str) -> np.ndarray:
+    """The row the subject takes: --probs-row for rows of probabilities, else --logits."""
+    probs_in = family == sf.PROBS_FAMILY
+    want, other = ("--probs-row", "--logits") if probs_in else ("--logits", "--probs-row")
+    text = args.probs_row if probs_in else args.logits
+    if (args.logits if probs_in else args.probs_row) is not None:
+        raise UsageError(f"{args.subject} takes its input row as {want}=..., not {other}")
+    if text is None:
+        raise UsageError(f"{args.subject} needs its input row: {want}=V1,...,VK")
+    return parse_row(text, args.dtype, want)
+
+
 def block_of(args: argparse.Namespace, family: str) -> sf.Block:
     """The one-row block a probe's arguments describe (usage errors: one line)."""
-    logits = parse_row(args.logits, args.dtype, "--logits")
+    logits = _input_row(args, family)
     k = logits.size
-    if family != "cross_entropy":
+    if not sf.FAMILIES[family].targets:
         for opt in ("label", "probs", "weight", "label_smoothing", "ignore_index"):
             if getattr(args, opt) is not None:
                 raise UsageError(f"{args.subject} ({family}) takes no --{opt.replace('_', '-')}")
@@ -203,7 +224,7 @@ def cmd_probe(argv: list[str]) -> int:
         "device": args.device, "execution": "eager",
         "quantity": "grad" if grad else "loss", "reduction": "none", "classes": b.k,
         "input": [to_json_value(float(v)) for v in b.logits[0]],
-        "target": None if subject.family != "cross_entropy" else (
+        "target": None if not sf.FAMILIES[subject.family].targets else (
             int(b.labels[0]) if b.labels is not None else
             [to_json_value(float(v)) for v in b.probs[0]]),
         "weight": 1.0 if b.weight is None else [to_json_value(float(v)) for v in b.weight],

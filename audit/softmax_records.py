@@ -21,7 +21,7 @@ from audit.checks import worst_index
 from audit.contracts import Verdict
 from audit.records import exact_string, number_arg
 from audit.results import to_json_value
-from audit.softmax_family import Block, RowOutcome, plot_x
+from audit.softmax_family import PROBS_FAMILY, Block, RowOutcome, plot_x
 
 ROW_LIST_MAX = 1000  # longer rows are written as compact runs (results.json, repro)
 MAX_PLOT_POINTS = 1000
@@ -60,10 +60,12 @@ def row_hex(values: Any) -> Any:
 
 def repro(subject: str, dtype: str, device: str, b: Block, row: int, grad: bool) -> str:
     """The one-line `python -m audit probe ...` showing the same numbers."""
-    from audit.subjects import subject_module_of
+    from audit.subjects import ROW_SUBJECTS, subject_module_of
 
+    s = ROW_SUBJECTS.get(subject)
+    flag = "--probs-row" if s is not None and s.family == PROBS_FAMILY else "--logits"
     parts = ["python", "-m", "audit", "probe", subject, "--dtype", dtype,
-             f"--logits={runs(b.logits[row])}"]
+             f"{flag}={runs(b.logits[row])}"]
     if b.labels is not None:
         parts.append(f"--label={int(b.labels[row])}")
     elif b.probs is not None:

@@ -21,6 +21,11 @@ from .families import focal_op, focal_prob_op
 from .formats import FORMATS, bits_error, ordinal_distance, round_to, ulp_error
 from .softmax import cross_entropy, cross_entropy_grad, log_softmax, logsumexp
 from .softmax_fast import rounded_cross_entropy, rounded_log_softmax, rounded_logsumexp
+from .softmax_probs import (
+    cross_entropy_probs,
+    cross_entropy_probs_grad,
+    rounded_cross_entropy_probs,
+)
 from .softmax_reduce import cross_entropy_reduce
 from .vectorized import exact_parts, rounded
 
@@ -34,6 +39,8 @@ __all__ = [
     "bits_error",
     "cross_entropy",
     "cross_entropy_grad",
+    "cross_entropy_probs",
+    "cross_entropy_probs_grad",
     "cross_entropy_reduce",
     "exact_parts",
     "focal_op",
@@ -49,6 +56,7 @@ __all__ = [
     "round_to",
     "rounded",
     "rounded_cross_entropy",
+    "rounded_cross_entropy_probs",
     "rounded_log_softmax",
     "rounded_logsumexp",
     "smoothing",

@@ -57,3 +57,36 @@ register_row(Subject(
     weight_reason="keras' categorical cross-entropies take no class weights",
     pos_weight_reason="softmax losses have no pos_weight", requires=("keras",),
     module=__name__, label_smoothing=True))
+
+
+def categorical(x: Any, y: Any, w: Any, p: Any, reduction: str, *, classes: int,
+                labels: Any = None) -> Any:
+    """from_logits=False: x holds rows of class probabilities (a softmax output)."""
+    keras_runner = runners.get("keras")
+    tf, keras = keras_runner.tf, keras_runner.module
+    probs = tf.reshape(x, [-1, classes])
+    if labels is not None:
+        return keras.losses.sparse_categorical_crossentropy(tf.constant(labels), probs,
+                                                            from_logits=False)
+    return keras.losses.categorical_crossentropy(tf.reshape(y, [-1, classes]), probs,
+                                                 from_logits=False)
+
+
+# Graded against reference.cross_entropy_probs: the loss of the distribution p / sum(p)
+# the row represents (keras: categorical divides by the row's sum, then clips to
+# [epsilon, 1 - epsilon] and takes -sum t log; sparse clips p, takes its log and
+# tf.nn.sparse_softmax_cross_entropy_with_logits of that, whose logsumexp is log sum(p)).
+register_row(Subject(
+    name="keras.categorical", framework="keras", family="cross_entropy_probs",
+    api="keras.losses.sparse_categorical_crossentropy(y, p, from_logits=False) / "
+        "categorical_crossentropy(t, p, from_logits=False)",
+    dtypes=DTYPES, reductions=("none",), weight=False, pos_weight=False,
+    notes="input rows are K class probabilities (probe --probs-row=P1,...,PK; the target "
+          "is --label K or --probs=T1,...,TK); categorical: p / sum(p), clipped to "
+          "[1e-7, 1 - 1e-7] in the dtype, -sum t log; sparse: log(clip(p)) into "
+          "tf.nn.sparse_softmax_cross_entropy_with_logits (no division: its logsumexp "
+          "normalizes); gradients d loss / d p",
+    call=categorical,
+    weight_reason="keras' categorical cross-entropies take no class weights",
+    pos_weight_reason="softmax losses have no pos_weight", requires=("keras",),
+    module=__name__))

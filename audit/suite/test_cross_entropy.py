@@ -8,7 +8,11 @@ gradient and log_softmax per logit.
   and so does a declared deviation that stopped happening); the `reduced` check, one
   test per reduction too, grades fixed batches of rows reduced by the framework, one
   value per batch (audit/softmax_reduced.py).
-- test_row_search: Hypothesis rows steered towards large ulp error (non-strict).
+- the cross_entropy_probs family (keras.categorical, from_logits=False) takes rows of
+  class probabilities instead (audit/softmax_probs_rows.py), graded against
+  reference.cross_entropy_probs, in the same tests.
+- test_row_search: Hypothesis rows steered towards large ulp error (non-strict); for
+  rows of probabilities, the softmax of drawn logits, rounded to the dtype.
 - the two-class identity: cross_entropy([0, x], 1) is bce_with_logits(x, 1), for the
   reference at every finite float16 x, and each framework's cross_entropy graded
   against the same truth as its bce_with_logits (their differences are recorded).
@@ -57,10 +61,12 @@ def _chosen(config: pytest.Config) -> list[Subject]:
 # tensor cannot hold the index 99999), so each block would compile anew (torch's recompile
 # limit is an error here, by design) or, cached by shape, reuse another block's labels.
 ROWS_EAGER_ONLY = {
-    "compiled": "the row families (cross_entropy, log_softmax, logsumexp) are graded eager "
+    "compiled": "the row families (cross_entropy, log_softmax, logsumexp, "
+                "cross_entropy_probs) are graded eager "
                 "only: the class indices are a keyword of the call, and a compiled function "
                 "would be specialised on each block's indices",
-    "autocast": "the row families (cross_entropy, log_softmax, logsumexp) are graded eager "
+    "autocast": "the row families (cross_entropy, log_softmax, logsumexp, "
+                "cross_entropy_probs) are graded eager "
                 "only: the row suite has no autocast execution yet",
 }
 
@@ -92,7 +98,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         opts = config.audit  # type: ignore[attr-defined]
         deep = _deep(config)  # ci: cross_entropy in float16 and float32
         params = [(s.name, q, d) for s in _chosen(config) for d in opts["dtypes"]
-                  for q in (("loss", "grad") if s.family == "cross_entropy" else ("loss",))
+                  for q in (("loss", "grad") if sf.FAMILIES[s.family].targets else ("loss",))
                   if "cpu" in opts["devices"] and (deep or (
                       s.family == "cross_entropy" and d in sf.CI_ROW_DTYPES))]
         metafunc.parametrize("row_search", params, ids=[f"{n}[{d}] {q}" for n, q, d in params])
@@ -200,6 +206,20 @@ def rows(draw: st.DrawFn, dtype: str) -> tuple[np.ndarray, int]:
     return row, draw(st.integers(0, k - 1))
 
 
+@st.composite
+def prob_rows(draw: st.DrawFn, dtype: str) -> tuple[np.ndarray, int]:
+    """A row of class probabilities (cross_entropy_probs): the float64 softmax of a drawn
+    row of logits (-inf masks give exact zeros), sometimes scaled off a sum of 1,
+    rounded to the dtype; and a class index."""
+    from audit.softmax_probs_rows import softmax
+
+    logits, label = draw(rows(dtype))
+    p = softmax(logits)
+    p = np.full(logits.size, 1.0 / logits.size) if p is None else p
+    scale = draw(st.sampled_from([1.0, 1.0, 0.5, 2.0, 1e-3]))
+    return sf.representable(p * scale, dtype), label
+
+
 @settings(suppress_health_check=[*settings().suppress_health_check,
                                  HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -210,7 +230,8 @@ def test_row_search(row_search, audit, data) -> None:
     reason = subject.skip_reason(dtype, "cpu")
     if reason is not None:
         pytest.skip(reason)
-    drawn = data.draw(st.lists(rows(dtype), min_size=1, max_size=8))
+    draw_row = prob_rows if subject.family == sf.PROBS_FAMILY else rows
+    drawn = data.draw(st.lists(draw_row(dtype), min_size=1, max_size=8))
     by_k: dict[int, list] = {}
     for row, label in drawn:
         by_k.setdefault(row.size, []).append((row, label))
@@ -218,7 +239,7 @@ def test_row_search(row_search, audit, data) -> None:
     case = sf.RowCase(name, check, dtype)
     bs = [sf.Block(np.stack([r for r, _ in v]), np.array(["drawn"] * len(v), dtype=object),
                    labels=np.array([c for _, c in v], np.int64)
-                   if subject.family == "cross_entropy" else None)
+                   if sf.FAMILIES[subject.family].targets else None)
           for v in by_k.values()]
     try:
         out = sf.grade_blocks(subject, case, bs, audit.budgets[dtype], cache=False)

@@ -18,12 +18,14 @@ from audit import softmax_family as sf
 from audit.softmax_probe import parse_row
 from audit.softmax_records import build_row_record, row_hex, runs
 
-ROW_NAMES = [f"{fw}.{op}" for fw in ("torch", "tf", "keras", "jax", "paddle")
-             for op in ("cross_entropy", "log_softmax", "logsumexp")
-             if not (fw == "keras" and op != "cross_entropy")]
+LOGIT_NAMES = [f"{fw}.{op}" for fw in ("torch", "tf", "keras", "jax", "paddle")
+               for op in ("cross_entropy", "log_softmax", "logsumexp")
+               if not (fw == "keras" and op != "cross_entropy")]
+PROB_NAMES = ["keras.categorical"]  # rows of class probabilities (cross_entropy_probs)
+ROW_NAMES = LOGIT_NAMES + PROB_NAMES
 # the adapters' plumbing does not depend on the dtype: half precision (a kernel of its
 # own) and float32
-CASES = [(n, d) for n in ROW_NAMES for d in ("float16", "float32")]
+CASES = [(n, d) for n in LOGIT_NAMES for d in ("float16", "float32")]
 EPS = {"float16": 2.0**-10, "bfloat16": 2.0**-7, "float32": 2.0**-23, "float64": 2.0**-52}
 ROWS = np.array([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5], [-2.0, -2.0, 4.0], [0.25, 0.0, -0.5]])
 LABELS = np.array([0, 2, 1, 2])
@@ -216,3 +218,127 @@ def test_record_is_schema_valid_and_its_repro_reproduces(capsys):
     code = cli.main(argv)
     probe = json.loads(capsys.readouterr().out)
     assert code == 0 and probe["observed"] == record["worst"]["observed"]
+
+
+# --------------------------------------------------------------------------- rows of probabilities
+
+# easy rows: every probability well inside keras' clip [1e-7, 1 - 1e-7], two not summing to 1
+P_ROWS = np.array([[0.5, 0.25, 0.25], [0.125, 0.375, 0.5], [0.625, 0.25, 0.125],
+                   [0.25, 0.5, 0.75], [0.5, 0.5, 0.625]])
+P_LABELS = np.array([0, 2, 1, 2, 0])
+P_TARGETS = np.array([[0.5, 0.25, 0.25], [0.0, 0.5, 0.5], [1.0, 0.0, 0.0], [0.25, 0.5, 0.25],
+                      [0.125, 0.125, 0.75]])
+
+
+def _expected_probs(p: np.ndarray, target: np.ndarray, grad: bool) -> np.ndarray:
+    """The loss of p / sum(p) and its gradient in p, W/P - t/p, in float64."""
+    t = np.eye(p.shape[1])[target] if target.ndim == 1 else target
+    total = p.sum(axis=1, keepdims=True)
+    if grad:
+        return t.sum(axis=1, keepdims=True) / total - t / p
+    return -(t * np.log(p / total)).sum(axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("name", PROB_NAMES)
+def test_probability_row_subject_values_and_grads(name: str, dtype: str):
+    """Class indices (sparse_categorical_crossentropy) and probabilities (categorical_
+    crossentropy) reach the call, rows are not transposed, and the gradient is d/dp."""
+    s = _runnable(name, dtype)
+    assert s.family == sf.PROBS_FAMILY
+    p = sf.representable(P_ROWS, dtype)
+    for target in (P_LABELS, sf.representable(P_TARGETS, dtype)):
+        b = sf.Block(p, np.array(["t"] * len(p), dtype=object),
+                     labels=target if target.ndim == 1 else None,
+                     probs=target if target.ndim == 2 else None)
+        for grad in (False, True):
+            got = sf.call(s, dtype, "cpu", b, grad)
+            want = _expected_probs(p, target, grad)
+            tol = 16 * EPS[dtype] * (1 + np.abs(want).max())
+            assert got.shape == want.shape
+            assert np.all(np.abs(got - want) <= tol), (target.ndim, grad, got, want)
+
+
+def test_probability_rows_are_what_the_family_documents():
+    """K = 2, 3, 10, 1000; rows exact in the dtype, each once; the ci profile's K = 1000
+    rows a subset of the audit profile's; targets of both kinds; the reference certifies
+    every point (none uncertain)."""
+    from audit import softmax_probs_rows as pr
+
+    for dtype in ("float16", "float32"):
+        deep = {k: sf.prob_row_set(k, dtype, True) for k in pr.CLASS_COUNTS}
+        for k, (names, rows) in deep.items():
+            assert rows.shape[1] == k and len(set(names)) == len(names)
+            assert len(np.unique(rows.view(np.uint64), axis=0)) == len(rows)
+            assert np.array_equal(sf.representable(rows, dtype), rows, equal_nan=True)
+            pats = [n for n, _ in pr.patterns(k, dtype, sf._patterns(k, dtype, True),
+                                              sf.representable)]
+            for must in ("one-hot", "masked half", "sum 2", "counts", "tiny", "min normal",
+                         "subnormal", "1 - ulp", "at 1e-07", "1 - 1e-7", "nan", "+inf",
+                         "negative", "all zero", "softmax mask one", "softmax dominant 30"):
+                assert must in pats, (k, must)
+            assert {"nan", "+inf", "negative", "all zero", "counts"} <= set(names)
+        ci_names, _ = sf.prob_row_set(1000, dtype, False)
+        assert 0 < len(ci_names) < len(deep[1000][0])
+        assert set(ci_names) <= set(deep[1000][0])
+    bs = sf.row_blocks(sf.PROBS_FAMILY, "soft", "float32")
+    assert [b.k for b in bs] == list(pr.CLASS_COUNTS) and all(b.probs is not None for b in bs)
+    bs = sf.row_blocks(sf.PROBS_FAMILY, "values", "float16")
+    assert all(b.labels is not None for b in bs)
+    for b in bs[:3]:
+        _, unsure = sf.rounded(sf.PROBS_FAMILY, "float16", b, True)
+        assert not unsure.any()
+    assert sf.in_ci(sf.PROBS_FAMILY, "values", "float64")
+    assert not sf.in_ci(sf.PROBS_FAMILY, "soft_grads", "float16")
+
+
+def test_probability_row_variables():
+    b = sf.Block(np.array([[0.5, 0.25, 0.25], [0.0, 1.0, 3.0]]),
+                 np.array(["a", "b"], dtype=object), labels=np.array([1, 2]))
+    v = sf.variables(b, True)
+    assert v["psum"].tolist() == [1.0] * 3 + [4.0] * 3
+    assert v["ql"].tolist() == [0.25] * 3 + [0.75] * 3
+    assert v["zeros"].tolist() == [0.0] * 3 + [1.0] * 3
+    assert v["qj"].tolist() == [0.5, 0.25, 0.25, 0.0, 0.25, 0.75]
+    b = sf.Block(b.logits, b.pattern, probs=np.array([[0.0, 1.0, 0.0], [0.5, 0.5, 0.0]]))
+    v = sf.variables(b, False)
+    assert v["q_min"].tolist() == [0.25, 0.0] and v["q_max"].tolist() == [0.5, 0.75]
+
+
+def test_probe_probability_row_subject(capsys):
+    _runnable("keras.categorical", "float32")
+    code, out = _probe(capsys, "keras.categorical", "--dtype", "float32",
+                       "--probs-row=0.5,0.25*2", "--label", "1")
+    assert code == 0 and out["input"] == [0.5, 0.25, 0.25] and out["family"] == sf.PROBS_FAMILY
+    assert out["status"] == "ok" and abs(out["expected"] - math.log(4)) < 1e-6
+    code, out = _probe(capsys, "keras.categorical", "--dtype", "float32",
+                       "--probs-row=1,0", "--label", "1")
+    assert code == 0 and out["expected"] == "inf" and out["status"] == "missing_inf"
+    code, out = _probe(capsys, "keras.categorical", "--dtype", "float32",
+                       "--probs-row=0.5,0.5", "--probs=0.25,0.75", "--grad")
+    assert code == 0 and out["expected"] == [0.5, -0.5]
+    for argv, message in ((["--logits=0.5,0.5", "--label", "0"], "--probs-row"),
+                          (["--label", "0"], "needs its input row"),
+                          (["--probs-row=0.5,0.5", "--label", "2"], "must be in")):
+        code, err = _probe(capsys, "keras.categorical", "--dtype", "float32", *argv)
+        assert code == 2 and re.search(message, err), err
+    code, err = _probe(capsys, "torch.cross_entropy", "--dtype", "float32",
+                       "--probs-row=0.5,0.5", "--label", "0")
+    assert code == 2 and "--logits" in err
+
+
+def test_probability_row_repro_reproduces(capsys):
+    """The record's repro for a probability-row subject is `probe --probs-row=...` and
+    prints the observed value the record holds."""
+    s = _runnable("keras.categorical", "float32")
+    case = sf.RowCase(s.name, "grads", "float32")
+    b = sf.Block(np.array([[1.0, 0.0, 0.0], [0.5, 0.25, 0.25]]),
+                 np.array(["one-hot", "plain"], dtype=object), labels=np.array([1, 0]))
+    out = sf.grade_blocks(s, case, [b], 4.0, cache=False)
+    record = build_row_record(out, None, "failed", "t")
+    cmd = record["worst"]["repro"]
+    assert "--probs-row=" in cmd and "--logits" not in cmd
+    code = cli.main(shlex.split(cmd)[3:])
+    probe = json.loads(capsys.readouterr().out)
+    j = record["worst"]["component"]
+    assert code == 0 and probe["observed"][j] == record["worst"]["observed"]
