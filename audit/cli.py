@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from audit import runners, workers
-from audit.cli_params import add_param_options, family_params
+from audit.cli_params import add_param_options, check_dtype_device, family_params
 from audit.dtypes import DTYPES, ulp_budget
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
@@ -42,7 +42,7 @@ def _subject(name: str):
 def cmd_subjects(argv: list[str]) -> int:
     """List subjects with their family, dtypes and arguments (no framework is imported:
     availability is whether the framework is installed)."""
-    from audit import runners, subjects
+    from audit import subjects
 
     _Parser(prog="python -m audit subjects").parse_args(argv)
     print("devices: cpu (available), cuda (" + (runners.cuda_hint() or "may be available: "
@@ -99,11 +99,7 @@ def cmd_probe(argv: list[str]) -> int:
 
     parser = _probe_parser()
     args = parser.parse_args(attach_values(argv, parser))
-    if args.dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
-    if args.device not in runners.DEVICES:
-        raise UsageError(f"unknown device {args.device!r}; expected one of "
-                         f"{', '.join(runners.DEVICES)}")
+    check_dtype_device(args.dtype, args.device)
     subject = _subject(args.subject)
     xs, ys = _numbers(args.input, args.dtype), _numbers(args.target, args.dtype)
     w, p = parse_number(args.weight, args.dtype), parse_number(args.pos_weight, args.dtype)

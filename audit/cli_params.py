@@ -9,10 +9,19 @@ import argparse
 import math
 from typing import Any
 
+from audit.dtypes import DTYPES
 from audit.families import LABEL_SMOOTHING
-from audit.runners import EXECUTIONS
+from audit.runners import DEVICES, EXECUTIONS
 from reference.cli import UsageError, parse_number
 from reference.formats import round_to
+
+
+def check_dtype_device(dtype: str, device: str) -> None:
+    """--dtype and --device of probe and sweep: a one-line usage error for unknown ones."""
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
 
 
 def add_param_options(p: argparse.ArgumentParser) -> None:

@@ -24,9 +24,10 @@ import math
 
 import numpy as np
 
-from audit import runners, workers
 from audit import softmax_family as sf
-from audit.dtypes import DTYPES, ulp_budget
+from audit import workers
+from audit.cli_params import check_dtype_device
+from audit.dtypes import ulp_budget
 from audit.grading import CRASH, grade
 from audit.results import to_json_value
 from reference.cli import UsageError, attach_values, parse_number
@@ -168,11 +169,7 @@ def cmd_probe(argv: list[str]) -> int:
 
     parser = _parser()
     args = parser.parse_args(attach_values(argv, parser))
-    if args.dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
-    if args.device not in runners.DEVICES:
-        raise UsageError(f"unknown device {args.device!r}; expected one of "
-                         f"{', '.join(runners.DEVICES)}")
+    check_dtype_device(args.dtype, args.device)
     if args.subject not in ROW_SUBJECTS:
         try:
             get(args.subject)

@@ -131,12 +131,11 @@ def worst_point(out: RowOutcome, i: int) -> dict:
     return worst
 
 
-def build_row_record(out: RowOutcome, verdict: Verdict | None, outcome: str, test_id: str
-                     ) -> dict:
-    """One results.json record for a row case."""
-    from audit.subjects import get
-
-    case, g = out.case, out.graded
+def graded_fields(g: Any, observed: np.ndarray, expected: np.ndarray,
+                  verdict: Verdict | None, inf: np.ndarray) -> tuple[int, dict]:
+    """(the worst point's index, the record fields every row-family record shares: counts,
+    max / p99 ulp, bits, the share correctly rounded, the contract of the worst point and
+    the counts among points with an infinite input `inf`)."""
     statuses, counts = np.unique(g.status.astype(str), return_counts=True)
     finite_ulp = np.where(np.isnan(g.ulp), np.inf, g.ulp)
     i = worst_index(g) if g.code.size else 0
@@ -144,23 +143,35 @@ def build_row_record(out: RowOutcome, verdict: Verdict | None, outcome: str, tes
     if verdict is not None and verdict.matched:
         by_id = {c.id: c for c in verdict.matched}
         contract = (by_id.get(verdict.explained_by[i]) or verdict.matched[0]).as_record()
-    correct = (out.observed == out.expected) | (np.isnan(out.observed) & np.isnan(out.expected))
-    inf = np.isinf(out.variables["x_max"]) | (out.variables["masked"] > 0)
+    correct = (observed == expected) | (np.isnan(observed) & np.isnan(expected))
     inf_status, inf_counts = np.unique(g.status[inf].astype(str), return_counts=True)
-    record = {
-        "subject": case.subject, "family": get(case.subject).family, "check": case.check,
-        "quantity": case.quantity, "dtype": case.dtype, "device": case.device,
-        "reduction": "none", "execution": "eager", "mode": out.mode, "test_id": test_id,
-        "outcome": outcome, "n": int(g.code.size),
+    return i, {
         "counts": {str(s): int(c) for s, c in zip(statuses, counts, strict=True)},
         "max_ulp": to_json_value(float(np.max(finite_ulp))) if g.code.size else 0.0,
         "p99_ulp": to_json_value(float(np.percentile(finite_ulp, 99, method="higher")))
         if g.code.size else 0.0,
         "max_bits": g.max_bits(),
         "correctly_rounded": float(np.mean(correct)) if g.code.size else 1.0,
-        "worst": worst_point(out, i) if g.code.size else None,
-        "contract": contract, "points": _plot_points(out),
+        "contract": contract,
         "inf_counts": {str(s): int(c) for s, c in zip(inf_status, inf_counts, strict=True)},
+    }
+
+
+def build_row_record(out: RowOutcome, verdict: Verdict | None, outcome: str, test_id: str
+                     ) -> dict:
+    """One results.json record for a row case."""
+    from audit.subjects import get
+
+    case, g = out.case, out.graded
+    inf = np.isinf(out.variables["x_max"]) | (out.variables["masked"] > 0)
+    i, graded = graded_fields(g, out.observed, out.expected, verdict, inf)
+    record = {
+        "subject": case.subject, "family": get(case.subject).family, "check": case.check,
+        "quantity": case.quantity, "dtype": case.dtype, "device": case.device,
+        "reduction": "none", "execution": "eager", "mode": out.mode, "test_id": test_id,
+        "outcome": outcome, "n": int(g.code.size), **graded,
+        "worst": worst_point(out, i) if g.code.size else None,
+        "points": _plot_points(out),
         "classes": sorted({b.k for b in out.blocks}),
         "uncertain": out.uncertain,
     }

@@ -375,38 +375,22 @@ def worst_point(out: ReducedOutcome, i: int) -> dict:
 
 def build_record(out: ReducedOutcome, verdict, outcome: str, test_id: str) -> dict:
     """One results.json record for a `reduced` case (a point per batch)."""
-    from audit.checks import worst_index
     from audit.results import to_json_value
+    from audit.softmax_records import graded_fields
     from audit.subjects import get
 
     case, g = out.case, out.graded
-    statuses, counts = np.unique(g.status.astype(str), return_counts=True)
-    finite_ulp = np.where(np.isnan(g.ulp), np.inf, g.ulp)
-    i = worst_index(g) if g.code.size else 0
-    contract = None
-    if verdict is not None and verdict.matched:
-        by_id = {c.id: c for c in verdict.matched}
-        contract = (by_id.get(verdict.explained_by[i]) or verdict.matched[0]).as_record()
-    correct = (out.observed == out.expected) | (np.isnan(out.observed) & np.isnan(out.expected))
     inf = (out.variables["masked"] > 0) if g.code.size else np.zeros(0, bool)
-    inf_status, inf_counts = np.unique(g.status[inf].astype(str), return_counts=True)
+    i, graded = graded_fields(g, out.observed, out.expected, verdict, inf)
     record = {
         "subject": case.subject, "family": get(case.subject).family, "check": case.check,
         "quantity": case.quantity, "dtype": case.dtype, "device": case.device,
         "reduction": case.reduction, "execution": "eager", "mode": out.mode,
-        "test_id": test_id, "outcome": outcome, "n": int(g.code.size),
-        "counts": {str(s): int(c) for s, c in zip(statuses, counts, strict=True)},
-        "max_ulp": to_json_value(float(np.max(finite_ulp))) if g.code.size else 0.0,
-        "p99_ulp": to_json_value(float(np.percentile(finite_ulp, 99, method="higher")))
-        if g.code.size else 0.0,
-        "max_bits": g.max_bits(),
-        "correctly_rounded": float(np.mean(correct)) if g.code.size else 1.0,
+        "test_id": test_id, "outcome": outcome, "n": int(g.code.size), **graded,
         "worst": worst_point(out, i) if g.code.size else None,
-        "contract": contract,
         # [batch index, class count, ulp, status]: one point per batch
         "points": [[j, float(r.block.k), to_json_value(float(g.ulp[j])), str(g.status[j])]
                    for j, r in enumerate(out.batches)],
-        "inf_counts": {str(s): int(c) for s, c in zip(inf_status, inf_counts, strict=True)},
         "classes": sorted({r.block.k for r in out.batches}),
         "uncertain": out.uncertain,
     }

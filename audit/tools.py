@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import results, subjects
-from audit.dtypes import DTYPES, ulp_budget
+from audit.dtypes import ulp_budget
 from reference.cli import UsageError, attach_values, parse_number
 
 MAX_CHUNK = 1 << 24  # inputs per chunk: ~2 GiB of arrays at the top; the default is 2**20
@@ -286,8 +286,7 @@ class _Snapshots:
 
 
 def cmd_sweep(argv: list[str]) -> int:
-    from audit import runners
-    from audit.cli_params import add_param_options, family_params
+    from audit.cli_params import add_param_options, check_dtype_device, family_params
     from audit.sweep import JobsFailed, sweep_jobs
 
     p = _Parser(prog="python -m audit sweep")
@@ -325,11 +324,7 @@ def cmd_sweep(argv: list[str]) -> int:
         raise UsageError("--jobs is the local process pool: give it or a Dask engine "
                          "(--workers / --scheduler), not both")
     dask_engine = args.workers is not None or args.scheduler is not None
-    if args.dtype not in DTYPES:
-        raise UsageError(f"unknown dtype {args.dtype!r}; expected one of {', '.join(DTYPES)}")
-    if args.device not in runners.DEVICES:
-        raise UsageError(f"unknown device {args.device!r}; expected one of "
-                         f"{', '.join(runners.DEVICES)}")
+    check_dtype_device(args.dtype, args.device)
     try:
         subject = subjects.get(args.subject)
     except KeyError as e:
