@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -367,140 +366,9 @@ def _progress(label: str, done: int, total: int, began: float) -> None:
           f"{rate:,.0f} inputs/s)", end="", file=sys.stderr, flush=True)
 
 
-# in a job process: the shared per-job progress counters, the parent's stop flag, the
-# queue of partial results, and whether this process itself got SIGINT / SIGTERM
-_JOB: dict[str, Any] = {"done": None, "stop": None, "queue": None, "signalled": False}
-
-
-def _job_signalled(signum: int, frame: Any) -> None:
-    _JOB["signalled"] = True  # Ctrl-C reaches the whole process group: finish the chunk
-
-
-def _init_worker(done: Any, stop: Any, queue: Any, modules: list[str]) -> None:
-    import signal
-
-    from audit import frameworks
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _job_signalled)
-    frameworks.single_threaded()
-    subjects.load_modules(modules)  # the parent's --subject-module losses
-    _JOB.update(done=done, stop=stop, queue=queue)
-
-
-def _worker(job: int, subject_name: str, dtype: str, kwargs: dict,
-            snapshot_every: float) -> tuple[list[dict], dict]:
-    def count(done: int, total: int) -> None:
-        _JOB["done"][2 * job], _JOB["done"][2 * job + 1] = done, total
-
-    def stopping() -> bool:
-        return bool(_JOB["signalled"] or _JOB["stop"].value)
-
-    def snapshot(records: list[dict], parts: list[dict]) -> None:
-        _JOB["queue"].put((job, records, parts[0]))
-
-    parts: list[dict] = []
-    records = sweep(subject_name, dtype, progress=False, on_chunk=count, should_stop=stopping,
-                    on_snapshot=snapshot, snapshot_every=snapshot_every, parts=parts,
-                    **kwargs)
-    return records, parts[0]
-
-
-class JobsFailed(RuntimeError):
-    """A job process of `sweep_jobs` died; `records` and `parts` hold what was saved
-    (the finished jobs, and the last partial results of the others)."""
-
-    def __init__(self, message: str, records: list[dict], parts: list[dict]) -> None:
-        super().__init__(message)
-        self.records, self.parts = records, parts
-
-
-def sweep_jobs(subject_name: str, dtype: str, *, jobs: int, shard: tuple[int, int] = (0, 1),
-               progress: bool = True, should_stop: Callable[[], bool] | None = None,
-               on_snapshot: Callable[[list[dict], list[dict]], None] | None = None,
-               snapshot_every: float = SNAPSHOT_EVERY, parts: list[dict] | None = None,
-               **kwargs: Any) -> list[dict]:
-    """`sweep` of shard i/n in `jobs` single-threaded processes: shard i/n is exactly the
-    union of shards i*jobs + k of n*jobs (k < jobs), merged back into one record per
-    quantity. (Sampled sweeps draw per sub-shard: the same count, other samples.)
-
-    should_stop, on_snapshot and parts as in `sweep`: a stop is passed on to every job,
-    which finishes its chunk and returns what it measured; snapshots merge the latest
-    partial results of every job; `parts` gets one entry per job."""
-    if jobs == 1:
-        return sweep(subject_name, dtype, shard=shard, progress=progress,
-                     should_stop=should_stop, on_snapshot=on_snapshot,
-                     snapshot_every=snapshot_every, parts=parts, **kwargs)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    i, n = shard
-    subs = [(i * jobs + k, n * jobs) for k in range(jobs)]
-    extent = {k: shard_extent(subject_name, dtype, exhaustive=kwargs.get("exhaustive", True),
-                              samples=kwargs.get("samples", 0), shard=s)[1]
-              for k, s in enumerate(subs)}
-    latest: dict[int, tuple[list[dict], dict]] = {}  # job -> its last records and part
-
-    def combined() -> tuple[list[dict], list[dict]]:
-        recs = [r for k in sorted(latest) for r in latest[k][0]]
-        prog = [latest[k][1] if k in latest else
-                {"index": s[0] + 1, "count": s[1], "done": 0, "total": extent[k]}
-                for k, s in enumerate(subs)]
-        return _rename(merge_records(recs) if recs else [], subject_name, i, n, prog), prog
-
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF
-    done = ctx.Array("q", 2 * jobs, lock=False)
-    stop = ctx.Value("b", 0, lock=False)
-    queue = ctx.SimpleQueue()  # no feeder thread: nothing left unsent when a job returns
-    began = time.perf_counter()
-    last_snapshot = -math.inf
-    failure: str | None = None
-
-    def drain() -> bool:
-        got = False
-        while not queue.empty():
-            k, recs, part = queue.get()
-            latest[k] = (recs, part)
-            got = True
-        return got
-
-    # not multiprocessing.Pool: its daemonic processes could not start framework workers
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(done, stop, queue, subjects.user_modules())) as pool:
-        pending = [pool.submit(_worker, k, subject_name, dtype, {**kwargs, "shard": s},
-                               snapshot_every)
-                   for k, s in enumerate(subs)]
-        while not all(r.done() for r in pending):
-            time.sleep(0.2)
-            if should_stop is not None and should_stop():
-                stop.value = 1
-            if drain() and on_snapshot is not None and \
-                    time.perf_counter() - last_snapshot >= snapshot_every:
-                on_snapshot(*combined())
-                last_snapshot = time.perf_counter()
-            if progress and sum(done[1::2]):
-                _progress(f"sweep {subject_name} {dtype} shard {i + 1}/{n} ({jobs} jobs)",
-                          sum(done[0::2]), sum(done[1::2]), began)
-        drain()
-        for k, r in enumerate(pending):
-            try:
-                latest[k] = r.result()
-            except Exception as e:  # the job's process died: keep its last partial results
-                failure = failure or f"sweep job {k + 1} of {jobs} failed: " + (
-                    str(e).splitlines()[0] if str(e) else type(e).__name__)
-    if progress:
-        print(file=sys.stderr)
-    merged, prog = combined()
-    if parts is not None:
-        parts += prog
-    if failure is not None:
-        raise JobsFailed(failure, merged, prog)
-    return merged
-
-
 def _rename(records: list[dict], subject_name: str, i: int, n: int,
             parts: list[dict]) -> list[dict]:
-    """test_ids of merged job records: the shard the jobs made up, and how far they got."""
+    """test_ids of merged piece records: the shard the pieces made up, and how far they got."""
     done, total = sum(p["done"] for p in parts), sum(p["total"] for p in parts)
     for r in records:
         r["test_id"] = shard_test_id(subject_name, r["dtype"], r["device"], r["mode"],

@@ -1,6 +1,6 @@
 """The logit x target map of a `--targets all` sweep (every target value of the dtype in
 [0, 1] against every logit): per cell, how many points, how many are not ok, and the
-largest ulp error. A record's `target_map` field; shards and jobs merge cell by cell.
+largest ulp error. A record's `target_map` field; shards and Dask pieces merge cell by cell.
 
 Logits are binned by sign and binade (0, subnormals as one binade each, +-inf apart).
 Targets are binned by their distance to the nearer hard label: 0, binades of y below 1/2,

@@ -59,7 +59,9 @@ def write(runs: list[Path], out: Path) -> Path:
         "# Soft-label BCE in half precision: every target against every logit",
         "",
         "Each run is `python -m audit sweep SUBJECT --dtype D --exhaustive --targets all "
-        "--jobs 2`: every finite and infinite logit of the dtype against every target value "
+        "--jobs 2` (two single-threaded processes, the pool that `--workers 2`, a local "
+        "Dask cluster, has since replaced): every finite and infinite logit of the dtype "
+        "against every target value "
         "of the dtype in [0, 1] (float16: 63,488 finite logits x 15,361 targets; bfloat16: "
         "65,280 x 16,257), values and gradients, each point graded against the certified "
         "reference (1 ulp budget). paddle has no float16/bfloat16 CPU kernel, so it has no "

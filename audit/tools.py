@@ -208,7 +208,7 @@ def sweep_info(subject: str, dtype: str, device: str, *, exhaustive: bool,
                params: dict[str, float | None] | None = None,
                execution: str = "eager") -> dict:
     """run.sweep: what a sweep's results.json covers. `shards` are the --shard i/n (1-based)
-    it was run as; `parts` the pieces actually swept (one per --jobs process:
+    it was run as; `parts` the pieces actually swept (one per Dask piece:
     {"index", "count", "done", "total"}, inputs drawn, NaN patterns included);
     `coverage` the share of the whole sweep held, `complete` whether that is all of it."""
     from audit.results import to_json_value
@@ -287,7 +287,7 @@ class _Snapshots:
 
 def cmd_sweep(argv: list[str]) -> int:
     from audit.cli_params import add_param_options, check_dtype_device, family_params
-    from audit.sweep import JobsFailed, sweep_jobs
+    from audit.sweep import sweep
 
     p = _Parser(prog="python -m audit sweep")
     p.add_argument("subject")
@@ -305,24 +305,22 @@ def cmd_sweep(argv: list[str]) -> int:
     p.add_argument("--max-ulp", type=float, default=None)
     p.add_argument("--out", default=None, help="run directory (default reports/<timestamp>)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--jobs", type=int, default=1,
-                   help="processes on this machine, one thread each (default 1)")
+    p.add_argument("--jobs", default=None, help=argparse.SUPPRESS)  # replaced by --workers
     engine = p.add_mutually_exclusive_group()
     engine.add_argument("--workers", type=int, default=None,
                         help="run the shard on a local Dask cluster of N single-threaded "
-                             "worker processes")
+                             "worker processes (default: this process alone)")
     engine.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run the shard on the Dask cluster whose scheduler is at "
                              "ADDRESS (e.g. tcp://10.0.0.5:8786)")
     add_param_options(p)
     args = p.parse_args(attach_values(argv, p))
     cores = os.cpu_count() or 1
-    _count("--jobs", args.jobs, high=max(4 * cores, 4))
+    if args.jobs is not None:
+        raise UsageError("--jobs is gone: sweeps run on Dask, --workers N starts a local "
+                         "cluster of N processes (or --scheduler ADDRESS uses a running one)")
     if args.workers is not None:
         _count("--workers", args.workers, high=max(4 * cores, 4))
-    if (args.workers is not None or args.scheduler is not None) and args.jobs != 1:
-        raise UsageError("--jobs is the local process pool: give it or a Dask engine "
-                         "(--workers / --scheduler), not both")
     dask_engine = args.workers is not None or args.scheduler is not None
     check_dtype_device(args.dtype, args.device)
     try:
@@ -363,23 +361,22 @@ def cmd_sweep(argv: list[str]) -> int:
                       seed=args.seed, budget=budget, progress=not args.quiet,
                       should_stop=stop, parts=parts, params=params,
                       execution=args.execution, target_map=args.targets.strip() == "all")
-        try:
-            if dask_engine:
-                from audit.sweep_dask import SchedulerUnreachable, sweep_dask
+        if dask_engine:
+            from audit.sweep_dask import SchedulerUnreachable, SweepFailed, sweep_dask
 
-                try:
-                    records = sweep_dask(args.subject, args.dtype, workers=args.workers,
-                                         scheduler=args.scheduler, **common)
-                except SchedulerUnreachable as e:
-                    raise UsageError(str(e)) from None
-            else:
-                records = sweep_jobs(args.subject, args.dtype, jobs=args.jobs,
-                                     on_snapshot=snapshots, **common)
-        except JobsFailed as e:
-            records, parts, failure = e.records, e.parts, str(e)
+            try:
+                records = sweep_dask(args.subject, args.dtype, workers=args.workers,
+                                     scheduler=args.scheduler, on_snapshot=snapshots,
+                                     **common)
+            except SchedulerUnreachable as e:
+                raise UsageError(str(e)) from None
+            except SweepFailed as e:
+                records, parts, failure = e.records, e.parts, str(e)
+        else:
+            records = sweep(args.subject, args.dtype, on_snapshot=snapshots, **common)
         finished = all(p["done"] >= p["total"] for p in parts)
         doc = snapshots.doc(records, parts, None if finished else "interrupted", _now())
-        doc["run"]["engine"] = "dask" if dask_engine else "jobs" if args.jobs > 1 else "process"
+        doc["run"]["engine"] = "dask" if dask_engine else "process"
         try:
             _write(doc, run_dir)
         except OSError as e:
@@ -485,7 +482,7 @@ def _check_disjoint(shards: list[dict]) -> None:
             raise UsageError(f"cannot merge {first['label']} and the others: sampled shards "
                              f"split {' and '.join(map(str, sorted(counts)))} ways draw "
                              "overlapping samples; merge shards of the same --shard i/n "
-                             "and --jobs")
+                             "and --workers")
     pieces.sort(key=lambda t: (t[0], t[1]))
     end, a = Fraction(0), None
     for start, stop, b in pieces:

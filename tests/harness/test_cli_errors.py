@@ -44,7 +44,7 @@ def _bad_args(tmp: Path) -> list[list[str]]:
         ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--chunk", "0"],
         ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--chunk", "-5"],
         ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--samples", "0"],
-        ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--jobs", "0"],
+        ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--workers", "0"],
         ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--targets", "5"],
         ["sweep", "torch.bce_with_logits", "--dtype", "float16", "--exhaustive", "--targets",
          "nan"],

@@ -1,4 +1,4 @@
-"""Sweeps, shards, merge, --jobs and bench: streaming must not change a single count.
+"""Sweeps, shards, merge and bench: streaming must not change a single count.
 
 The reference for every sweep here is the one-shot grading of the same points
 (run_framework + reference_values + grade over the whole batch): chunking, sharding,
@@ -27,7 +27,6 @@ from audit.sweep import (
     merge_records,
     pattern_range,
     sweep,
-    sweep_jobs,
     ulp_histogram,
     values_of,
 )
@@ -135,18 +134,6 @@ def test_shards_merge_to_the_whole():
         assert len(merged[q]["points"]) <= PLOT_CAP
 
 
-def test_jobs_equal_one_process():
-    """--jobs 2: two spawned single-threaded workers, merged back into the same numbers."""
-    _skip_unless(SUBJECT, "float16")
-    kw = {"targets": [0.0, 1.0], "budget": 1.0, "progress": False}
-    whole = by_quantity(sweep(SUBJECT, "float16", **kw))
-    par = by_quantity(sweep_jobs(SUBJECT, "float16", jobs=2, **kw))
-    for q in ("loss", "grad"):
-        for k in KEYS:
-            assert par[q][k] == whole[q][k], (q, k)
-        assert par[q]["test_id"] == whole[q]["test_id"]
-
-
 def test_sampled_sweep_is_deterministic_and_counts_every_sample():
     _skip_unless(SUBJECT, "float32")
     kw = {"targets": [0.0, 1.0], "budget": 1.0, "progress": False, "exhaustive": False,
@@ -170,7 +157,8 @@ def run_audit(*args: str, cwd=None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, needle", [
     (["sweep", "nope.bce", "--dtype", "float16", "--exhaustive"], "unknown subject"),
     (["sweep", SUBJECT, "--dtype", "float8", "--exhaustive"], "unknown dtype"),
-    (["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--jobs", "0"], "--jobs"),
+    (["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--workers", "0"], "--workers"),
+    (["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--jobs", "2"], "--workers"),
     (["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--shard", "3/2"], "--shard"),
     (["sweep", SUBJECT, "--dtype", "float16", "--samples", "-5"], "--samples"),
     (["sweep", SUBJECT, "--dtype", "float16"], "--exhaustive"),

@@ -41,7 +41,7 @@ def test_a_local_cluster_sweep_equals_one_process(tmp_path: Path) -> None:
     by = {r["quantity"]: r for r in one["records"]}
     assert sorted(by) == sorted(r["quantity"] for r in dask["records"]) == ["grad", "loss"]
     for r in dask["records"]:
-        for k in KEYS:  # what test_jobs_equal_one_process holds the --jobs pool to
+        for k in KEYS:  # every count, histogram and worst point
             assert r[k] == by[r["quantity"]][k], (r["quantity"], k)
         assert r["test_id"] == by[r["quantity"]]["test_id"]
 
@@ -59,9 +59,15 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path: Path, capsys, monkeypatc
     assert "Dask scheduler" in err
 
 
-def test_jobs_and_a_dask_engine_do_not_mix(capsys) -> None:
-    from audit.cli import main
+@pytest.mark.process
+def test_a_failing_piece_is_reported_with_what_was_measured() -> None:
+    """An exception in a Dask piece (here: every piece gets an impossible chunk) ends the
+    sweep with SweepFailed naming it; nothing is silently dropped or retried forever."""
+    from audit.sweep_dask import SweepFailed, sweep_dask
 
-    rc = main(["sweep", SUBJECT, "--dtype", "float16", "--exhaustive", "--jobs", "2",
-               "--workers", "2"])
-    assert rc == 2 and "--jobs" in capsys.readouterr().err
+    parts: list[dict] = []
+    with pytest.raises(SweepFailed, match=r"sweep piece \d+ of 4 failed: .*chunk") as e:
+        sweep_dask(SUBJECT, "float16", workers=1, targets=[0.0, 1.0], budget=1.0,
+                   chunk=0, progress=False, parts=parts)
+    assert e.value.records == [] and len(e.value.parts) == 4 == len(parts)
+    assert all(p["done"] == 0 and p["total"] > 0 for p in parts)

@@ -62,8 +62,11 @@ BAD = {
     "samples 0": (["sweep", SUBJECT, "--dtype", "float16", "--samples", "0"], "--samples"),
     "samples negative": (["sweep", SUBJECT, "--dtype", "float16", "--samples", "-3"],
                          "--samples"),
-    "jobs 0": ([*F16, "--jobs", "0"], "--jobs"),
-    "jobs negative": ([*F16, "--jobs", "-2"], "--jobs"),
+    "workers 0": ([*F16, "--workers", "0"], "--workers"),
+    "workers negative": ([*F16, "--workers", "-2"], "--workers"),
+    "jobs (replaced)": ([*F16, "--jobs", "2"], "--workers"),
+    "workers and scheduler": ([*F16, "--workers", "2", "--scheduler", "tcp://127.0.0.1:9"],
+                              "--scheduler"),
     "max-ulp negative": ([*F16, "--max-ulp", "-1"], "--max-ulp"),
     "max-ulp nan": ([*F16, "--max-ulp", "nan"], "--max-ulp"),
     "max-ulp inf": ([*F16, "--max-ulp", "inf"], "--max-ulp"),
@@ -263,10 +266,10 @@ def test_max_ulp_zero_is_a_budget_of_zero(shards):
 # ------------------------------------------------------------------ interruption
 
 
-def _start(out: Path, *extra: str) -> subprocess.Popen:
+def _start(out: Path, *extra: str, session: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "audit", *LONG_SWEEP, *extra, "--out",
                              str(out)], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=session)
 
 
 def _first_snapshot(proc: subprocess.Popen, path: Path, deadline: float) -> dict:
@@ -279,23 +282,30 @@ def _first_snapshot(proc: subprocess.Popen, path: Path, deadline: float) -> dict
     return json.loads(path.read_text(encoding="utf-8"))  # replaced atomically: whole
 
 
-@pytest.mark.parametrize("sig, jobs", [(signal.SIGINT, 1), (signal.SIGTERM, 1),
-                                       (signal.SIGTERM, 2)],
-                         ids=["SIGINT", "SIGTERM", "SIGTERM --jobs 2"])
+@pytest.mark.parametrize("sig, engine, group", [
+    (signal.SIGINT, (), False), (signal.SIGTERM, (), False),
+    (signal.SIGTERM, ("--workers", "2"), False), (signal.SIGINT, ("--workers", "2"), True)],
+    ids=["SIGINT", "SIGTERM", "SIGTERM --workers 2", "Ctrl-C to the group --workers 2"])
 @pytest.mark.process
-def test_interrupted_sweep_keeps_what_it_measured(sig, jobs, tmp_path):
+def test_interrupted_sweep_keeps_what_it_measured(sig, engine, group, tmp_path):
     _skip_unless("float32")
     out = tmp_path / "run"
-    proc = _start(out, "--jobs", str(jobs))
+    proc = _start(out, *engine, session=group)
     try:
-        snap = _first_snapshot(proc, out / "results.json", 25)
+        snap = _first_snapshot(proc, out / "results.json", 60)
         assert snap["run"]["status"] == "interrupted" and snap["run"]["finished"] is None
         assert snap["run"]["sweep"]["finished"] is False
-        proc.send_signal(sig)  # the parent only: with --jobs it must pass the stop on
-        _, err = proc.communicate(timeout=25)
+        if group:  # Ctrl-C at a terminal: every process of the group, Dask workers too
+            os.killpg(proc.pid, sig)
+        else:  # the parent only: it must pass the stop on to the Dask pieces
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            if group:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
             proc.communicate()
     assert proc.returncode == 128 + sig, (proc.returncode, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
@@ -305,9 +315,11 @@ def test_interrupted_sweep_keeps_what_it_measured(sig, jobs, tmp_path):
     run = doc["run"]
     assert run["status"] == "interrupted" and run["finished"] is not None
     parts = run["sweep"]["parts"]
-    assert len(parts) == jobs and run["sweep"]["complete"] is False
+    assert len(parts) == (8 if engine else 1) and run["sweep"]["complete"] is False
+    assert run["engine"] == ("dask" if engine else "process")
     done = sum(p["done"] for p in parts)
-    assert done > 0 and all(p["done"] % CHUNK == 0 for p in parts)  # whole chunks only
+    # whole chunks only (a Dask piece may have finished before the stop)
+    assert done > 0 and all(p["done"] % CHUNK == 0 or p["done"] == p["total"] for p in parts)
     for r in doc["records"]:
         # two targets per drawn input; NaN patterns (1 in 256 of float32's) are dropped
         assert r["n"] % 2 == 0 and 0.99 * done <= r["n"] // 2 <= done, (r["n"], done)

@@ -268,7 +268,7 @@ def test_exhaustive_checks_grade_what_a_complete_sweep_grades() -> None:
 
 @pytest.mark.parametrize("bad", [[], [-3.0], [4.0], [-3.0, 4.0]])
 def test_shards_split_at_the_centre_merge_to_the_one_shot_interval(bad):
-    """An exhaustive sweep's two --jobs shards are the positive and the negative halves:
+    """An exhaustive sweep's shards 1/2 and 2/2 are the positive and the negative halves:
     merged, they must give the whole sweep's interval, infinite ends included (a side
     where nothing fails keeps its outermost ok input, even -inf)."""
     x = np.array([-np.inf, -5.0, -3.0, -1.0, -0.0, 0.0, 2.0, 4.0, 6.0, np.inf])
