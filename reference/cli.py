@@ -12,6 +12,7 @@ from fractions import Fraction
 import mpmath
 
 from . import losses
+from .families import PARAMETRIC, get_family, op_spellings
 from .formats import FORMATS, round_to
 
 
@@ -214,7 +215,7 @@ def positive_count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m reference",
                      description="Certified bce values (mpmath ground truth).")
-    parser.add_argument("op", help="bce_with_logits | bce | bench")
+    parser.add_argument("op", help=f"{op_spellings(' | ')} | bench")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--input")
     parser.add_argument("--target")
@@ -256,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
 
             run(args.points)
             return 0
-        if args.op not in losses.OPS:
+        try:  # a parametric op (focal_with_logits:gamma=2:alpha=none) is built here
+            get_family(args.op)
+        except ValueError as e:
+            if args.op.partition(":")[0] in PARAMETRIC:  # malformed: its builder says how
+                raise UsageError(str(e)) from None
             raise UsageError(f"unknown op {_shown(args.op)}; expected one of "
-                             f"{', '.join(losses.OPS)} or bench")
+                             f"{op_spellings()} or bench") from None
         if args.dtype not in FORMATS:
             raise UsageError(f"unknown dtype {_shown(args.dtype)}; expected one of "
                              f"{', '.join(FORMATS)}")

@@ -186,9 +186,14 @@ def get_family(name: str) -> Family:
             (build := PARAMETRIC.get(name.partition(":")[0])) is not None:
         family = build(name)
         return FAMILIES.get(family.name) or register_family(family)
-    shapes = "".join(f", {p}:..." for p in PARAMETRIC)
     raise ValueError(f"unknown op {name!r}; expected one of the loss families "
-                     f"{', '.join(FAMILIES)} (or a parametric one{shapes})")
+                     f"{op_spellings()}")
+
+
+def op_spellings(sep: str = ", ") -> str:
+    """The op names a user can give: the plain families, and one pattern per parametric
+    prefix (not each setting built so far: those grow with use)."""
+    return sep.join([*(n for n in FAMILIES if ":" not in n), *(f"{p}:..." for p in PARAMETRIC)])
 
 
 def register_parametric(prefix: str, build: Callable[[str], Family]) -> None:

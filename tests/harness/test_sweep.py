@@ -167,12 +167,18 @@ def run_audit(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["bench", "--points", "0"], "--points"),
     (["table", "/nonexistent"], "nonexistent"),
 ])
-def test_tool_usage_errors_are_one_line(args, needle, tmp_path):
-    proc = run_audit(*args, cwd=tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_tool_usage_errors_are_one_line(args, needle, tmp_path, capsys, monkeypatch):
+    """In process (main() is what `python -m audit` runs; whole processes:
+    test_cli_errors.py and test_sweep_faults.py)."""
+    from audit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # a run would write reports/ here, not in the checkout
+    capsys.readouterr()
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert "Traceback" not in err
 
 
 def test_sweep_and_merge_cli_write_valid_runs(tmp_path):

@@ -87,11 +87,24 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", list(BAD))
-def test_bad_argument_is_one_line(name):
+def test_bad_argument_is_one_line(name, capsys):
+    """In process: main() is what `python -m audit` runs (a few as processes below)."""
+    from audit.cli import main
+
     args, needle = BAD[name]
-    line = assert_usage_error(audit(*args), needle)
+    capsys.readouterr()
+    code = main(list(args))
+    err = capsys.readouterr().err
+    line = assert_usage_error(subprocess.CompletedProcess(args, code, "", err), needle)
     if name.startswith("bench min-time"):
         assert "--points" not in line  # names the option that is wrong, not others
+
+
+@pytest.mark.parametrize("name", ["chunk 0", "targets unparsable", "jobs (replaced)",
+                                  "bench points 0"])
+def test_the_process_says_the_bad_argument_in_one_line(name):
+    args, needle = BAD[name]
+    assert_usage_error(audit(*args), needle)
 
 
 @pytest.fixture

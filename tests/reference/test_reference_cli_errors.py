@@ -4,6 +4,7 @@ starting with "error:", exit status 2, no traceback, and never a hang; and
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -12,6 +13,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import mpmath
 import pytest
 
 from reference import round_to
@@ -65,6 +67,8 @@ BAD_ARGUMENTS = [
     pytest.param(probe("--dtype", ""), id="empty dtype"),
     pytest.param(["mse", "--input", "1", "--target", "0"], id="unknown op"),
     pytest.param(["x\ny", "--input", "1", "--target", "0"], id="line break in the op"),
+    pytest.param(["focal_with_logits:gamma=x", "--input", "1", "--target", "0"],
+                 id="malformed parametric op"),
     pytest.param([], id="no arguments"),
     pytest.param(["bce_with_logits", "--input", "1"], id="missing target"),
     pytest.param(["bce_with_logits", "--target", "1"], id="missing input"),
@@ -90,19 +94,43 @@ BAD_ARGUMENTS = [
 ]
 
 
-@pytest.mark.parametrize("args", BAD_ARGUMENTS)
-def test_bad_arguments_exit_2_with_one_error_line(args):
-    start = time.monotonic()
-    done = run_cli(*args)
-    elapsed = time.monotonic() - start
-    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr[-2000:])
-    assert "Traceback" not in done.stderr, done.stderr[-2000:]
-    lines = done.stderr.splitlines()
-    assert len(lines) == 1, done.stderr[-2000:]
+def _assert_one_error_line(code: object, out: str, err: str, elapsed: float) -> None:
+    assert code == 2, (code, out, err[-2000:])
+    assert "Traceback" not in err, err[-2000:]
+    lines = err.splitlines()
+    assert len(lines) == 1, err[-2000:]
     assert lines[0].startswith("error:") and lines[0][len("error:"):].strip(), lines
     assert len(lines[0]) < 400, lines[0][:400]  # a long argument is shown shortened
-    assert done.stdout == ""
-    assert elapsed < 15, elapsed  # never a hang (the timeout of 20 s enforces it too)
+    assert out == ""
+    assert elapsed < 15, elapsed  # never a hang
+
+
+@pytest.mark.parametrize("args", BAD_ARGUMENTS)
+def test_bad_arguments_exit_2_with_one_error_line(args, capsys):
+    """In process: main() is what `python -m reference` runs (the process itself below)."""
+    from reference.cli import main
+
+    capsys.readouterr()
+    start = time.monotonic()
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse itself: must not happen for a usage error
+        code = ("SystemExit", e.code)
+    elapsed = time.monotonic() - start
+    out, err = capsys.readouterr()
+    _assert_one_error_line(code, out, err, elapsed)
+
+
+# one of each kind through the real entry point: a number, an option, a count, nothing
+PROCESS_IDS = ("word", "unknown option", "zero points", "no arguments", "very long garbage")
+
+
+@pytest.mark.parametrize("args", [p for p in BAD_ARGUMENTS if p.id in PROCESS_IDS])
+def test_the_process_exits_2_with_one_error_line(args):
+    start = time.monotonic()
+    done = run_cli(*args)
+    _assert_one_error_line(done.returncode, done.stdout, done.stderr,
+                           time.monotonic() - start)
 
 
 @pytest.mark.parametrize("args", [
@@ -117,6 +145,17 @@ def test_absurd_numbers_are_answered_quickly(args):
     done = run_cli(*args)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - start < 15
+
+
+def test_a_parametric_op_works_in_a_fresh_process():
+    """focal_with_logits:gamma=2:alpha=0.25 is built on first use, also from the command
+    line: alpha_t (1 - p_t)^2 softplus(1) at x = 1, y = 0 (p_t = 1 - sigmoid(1))."""
+    done = run_cli("focal_with_logits:gamma=2:alpha=0.25", "--dtype", "float32",
+                   "--input", "1", "--target", "0")
+    assert done.returncode == 0, done.stderr
+    p = 1 / (1 + mpmath.e ** -1)
+    want = 0.75 * p**2 * mpmath.log(1 + mpmath.e)
+    assert json.loads(done.stdout)["exact"].startswith(mpmath.nstr(want, 15)[:-1])
 
 
 def test_bce_accepts_the_default_pos_weight_spelled_out():
