@@ -20,12 +20,13 @@ audit: $(STAMP)
 	$(BIN)/python -m pytest --pyargs audit.suite -p no:cacheprovider -n 2 --dist worksteal --hypothesis-profile=ci \
 		--executions eager,compiled,autocast_bfloat16,autocast_float16 $(ARGS)
 
-# Lint plus the suite (reference self-tests, harness tests, audit), deterministic; the
+# Lint plus the suite (reference self-tests, harness tests, audit), deterministic (the
+# `test` Hypothesis profile: ci's derandomized searches with 6 examples instead of 12); the
 # tests that start whole pytest / audit processes (signals, crash isolation, retention,
 # runs from outside the repo) are `make test-process`, which CI runs next.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci -m "not process" $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=test -m "not process" $(ARGS)
 
 test-process: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist worksteal --hypothesis-profile=ci -m process $(ARGS)

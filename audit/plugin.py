@@ -27,6 +27,9 @@ settings.register_profile(
     "ci", derandomize=True, database=None, print_blob=True, deadline=None, max_examples=12,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# `make test`'s: ci's derandomized searches, half as many examples (the fixed checks,
+# which every strict contract is judged on, are the same in every profile)
+settings.register_profile("test", parent=settings.get_profile("ci"), max_examples=6)
 settings.register_profile(
     "audit", deadline=None, max_examples=400,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

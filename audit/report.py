@@ -491,7 +491,7 @@ def randomness(run: dict[str, Any]) -> str:
     if run.get("seed") is not None:
         return f"seed {run['seed']}"
     derandomized = run.get("derandomized")
-    if derandomized or (derandomized is None and run.get("profile") == "ci"):
+    if derandomized or (derandomized is None and run.get("profile") in ("ci", "test")):
         return "derandomized"
     return "seed random"
 

@@ -431,6 +431,7 @@ def test_sections_and_plots(page: tuple[str, _Page, dict], rendered: tuple[Path,
 def test_header_says_derandomized_under_the_ci_profile(sample: dict) -> None:
     doc = _without_points(sample)
     for run, words in (({"profile": "ci", "seed": None}, "(derandomized)"),
+                       ({"profile": "test", "seed": None}, "(derandomized)"),
                        ({"profile": "audit", "seed": None, "derandomized": False},
                         "(seed random)"),
                        ({"profile": "audit", "seed": 7}, "(seed 7)")):
