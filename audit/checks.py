@@ -5,9 +5,12 @@ into a DESIGN.md section 8 record.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -289,8 +292,8 @@ def reference_values(op: str, dtype: str, pts: Batch | dict, grad: bool
     kw = {"weight": w, "pos_weight": p, "grad": grad}
     if dtype == "float64" or get_family(op).fast is None:  # the certified mpmath path
         key = _memo_key(op, dtype, grad, (*args, w, p)) if isinstance(pts, Batch) else None
-        if key is not None and key in _MEMO:
-            return _MEMO[key]
+        if key is not None and (known := _recall(key)) is not None:
+            return known
         out = (reference.rounded(op, dtype, *args, **kw), reference.exact_parts(op, *args, **kw))
         if key is not None:
             _remember(key, out)
@@ -305,9 +308,36 @@ def reference_values(op: str, dtype: str, pts: Batch | dict, grad: bool
 # The mpmath path's results by (op, dtype, grad, the points' bytes): the subjects of a
 # family (torch, tf, keras, jax, paddle) grade the same fixed points, and float64's
 # certified values cost about a second a check. Entries are read-only; MEMO_SIZE bounds
-# the memory (a few MB each).
+# the memory (a few MB each). `share_memo(folder)` adds a folder the processes of one
+# pytest run (xdist workers) share: one computes, the others load (the plugin makes it
+# per run and removes it at the end, so nothing outlives the code that computed it).
 _MEMO: dict[tuple, tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = {}
 MEMO_SIZE = 48
+_SHARED: list[Path] = []
+
+
+def share_memo(folder: str | os.PathLike[str] | None) -> None:
+    _SHARED[:] = [] if folder is None else [Path(folder)]
+
+
+def _memo_file(key: tuple) -> Path:
+    op, dtype, grad, digest = key
+    name = hashlib.blake2b(f"{op}|{dtype}|{grad}".encode() + digest, digest_size=16)
+    return _SHARED[0] / f"{name.hexdigest()}.npy"
+
+
+def _recall(key: tuple) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None:
+    if key in _MEMO:
+        return _MEMO[key]
+    if not _SHARED:
+        return None
+    try:
+        stacked = np.load(_memo_file(key), allow_pickle=False)
+    except (OSError, ValueError):  # not there (yet), or being replaced
+        return None
+    out = (stacked[0], (stacked[1], stacked[2]))
+    _remember(key, out, share=False)
+    return out
 
 
 def _memo_key(op: str, dtype: str, grad: bool, arrays: tuple) -> tuple:
@@ -319,12 +349,20 @@ def _memo_key(op: str, dtype: str, grad: bool, arrays: tuple) -> tuple:
     return op, dtype, bool(grad), digest.digest()
 
 
-def _remember(key: tuple, out: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]) -> None:
+def _remember(key: tuple, out: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]], *,
+              share: bool = True) -> None:
     for a in (out[0], *out[1]):
         a.flags.writeable = False  # shared by every caller with these points
     if len(_MEMO) >= MEMO_SIZE:
         _MEMO.pop(next(iter(_MEMO)))  # the oldest
     _MEMO[key] = out
+    if share and _SHARED:
+        path = _memo_file(key)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+        with contextlib.suppress(OSError):  # a full disk only costs the others a recompute
+            np.save(tmp, np.stack([np.asarray(a, np.float64).reshape(-1)
+                                   for a in (out[0], *out[1])]))
+            os.replace(tmp, path)  # whole or absent, never half written
 
 
 def subject_reference(subject: Subject, dtype: str, pts: Batch, grad: bool

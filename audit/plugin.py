@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,9 @@ def pytest_configure(config: pytest.Config) -> None:
     frameworks = config.audit["frameworks"]  # type: ignore[attr-defined]
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
+        from audit.checks import share_memo
+
+        share_memo(workerinput.get("audit_reference_memo"))
         run_dir, worker = Path(workerinput["audit_run_dir"]), workerinput.get("workerid", "w")
         config.audit_collector = Collector(run_dir, worker, frameworks)  # type: ignore
         with contextlib.suppress(OSError):  # so the controller can pass a SIGTERM on
@@ -214,12 +218,19 @@ def pytest_configure(config: pytest.Config) -> None:
                       "command": "pytest " + " ".join(config.invocation_params.args)})
     config.audit_started = started  # type: ignore[attr-defined]
     config.audit_place = place  # type: ignore[attr-defined]
+    # float64 certified references, shared by this run's xdist workers (audit.checks)
+    config.audit_memo = tempfile.mkdtemp(prefix="bce-audit-reference-")  # type: ignore
     # made on the first write, so a run that audits nothing leaves no folder behind
     config.audit_collector = Collector(place.ensure, "main", frameworks)  # type: ignore
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
     import signal
+
+    memo = getattr(config, "audit_memo", None)
+    if memo is not None:
+        shutil.rmtree(memo, ignore_errors=True)
 
     for sig, handler in getattr(config, "audit_previous_handlers", {}).items():
         with contextlib.suppress(ValueError, OSError):
@@ -287,6 +298,7 @@ def pytest_configure_node(node: Any) -> None:
     # xdist workers start before collection: the controller makes the folder for them
     # (and removes it at the end if no audit test ran)
     node.workerinput["audit_run_dir"] = str(node.config.audit_place.ensure())
+    node.workerinput["audit_reference_memo"] = node.config.audit_memo
 
 
 @pytest.hookimpl(tryfirst=True)
