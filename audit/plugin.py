@@ -218,8 +218,6 @@ def pytest_configure(config: pytest.Config) -> None:
                       "command": "pytest " + " ".join(config.invocation_params.args)})
     config.audit_started = started  # type: ignore[attr-defined]
     config.audit_place = place  # type: ignore[attr-defined]
-    # float64 certified references, shared by this run's xdist workers (audit.checks)
-    config.audit_memo = tempfile.mkdtemp(prefix="bce-audit-reference-")  # type: ignore
     # made on the first write, so a run that audits nothing leaves no folder behind
     config.audit_collector = Collector(place.ensure, "main", frameworks)  # type: ignore
 
@@ -298,6 +296,10 @@ def pytest_configure_node(node: Any) -> None:
     # xdist workers start before collection: the controller makes the folder for them
     # (and removes it at the end if no audit test ran)
     node.workerinput["audit_run_dir"] = str(node.config.audit_place.ensure())
+    # float64 certified references, shared by this run's xdist workers (audit.checks);
+    # made with the first worker, so a run without workers makes none
+    if getattr(node.config, "audit_memo", None) is None:
+        node.config.audit_memo = tempfile.mkdtemp(prefix="bce-audit-reference-")
     node.workerinput["audit_reference_memo"] = node.config.audit_memo
 
 
